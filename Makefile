@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+TOP := $(CURDIR)
+export PATH := $(TOP)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(TOP)/ansible.cfg
+export CONTAINERS_CONF := $(TOP)/.cache/containers/containers.conf
+export CONTAINERS_REGISTRIES_CONF := $(TOP)/.cache/containers/registries.conf
+export CHECKPOINT_DISABLE := 1
+
+.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-molecule bench registry-stop
+
+setup:
+	@scripts/setup.sh
+
+## The main job on the local embedded default.
+demo: setup
+	ansible-playbook playbooks/demo.yml $(ARGS)
+
+## The whole test suite.
+test: setup
+	@scripts/test.sh
+
+test-unit test-sanity test-lint test-packer test-integration test-molecule: setup
+	@scripts/test.sh $(subst test-,,$@)
+
+bench: setup
+	python3 bench/bake.py
+
+registry-stop: setup
+	ansible-playbook playbooks/registry.yml -e registry_state=stopped

@@ -1,0 +1,45 @@
+# Variables the collection passes to every recipe (the recipe contract).
+variable "parent_image" {
+  type        = string
+  description = "Parent image pinned by digest (registry/name@sha256:...), resolved by immutable.infra.image_bake."
+  validation {
+    # Packer 1.6 has no regexall(); split() works on every version.
+    condition     = length(split("@sha256:", var.parent_image)) == 2 && length(element(split("@sha256:", var.parent_image), 1)) == 64
+    error_message = "The parent_image must be pinned by digest (name@sha256:<64 hex>)."
+  }
+}
+
+variable "image_labels" {
+  type        = map(string)
+  description = "OCI labels (version, created, revision, base digest, recipe, fingerprint) the image must carry."
+  default     = {}
+}
+
+variable "image_version" {
+  type        = string
+  description = "The image version being baked."
+  default     = "unversioned"
+}
+
+variable "build_name" {
+  type        = string
+  description = "Unique name of the temporary build container."
+  default     = "immutable-bake-web"
+}
+
+# Variables of this recipe.
+variable "web_message" {
+  type        = string
+  description = "Message the web service reports; two versions differ visibly by it."
+  default     = "hello from immutable.infra"
+}
+
+variable "web_port" {
+  type        = number
+  description = "Port the web service listens on."
+  default     = 8080
+  validation {
+    condition     = var.web_port > 0 && var.web_port < 65536
+    error_message = "The web_port must be between 1 and 65535."
+  }
+}

@@ -1,0 +1,2 @@
+web_message = "hello from immutable.infra"
+web_port    = 8080

@@ -1,0 +1,238 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bake once: turn a recipe (or a Debian package set) into an image version.
+
+Both bakes follow one path: fingerprint the inputs; if the catalog holds a
+version with that fingerprint, return it unchanged; otherwise build, label,
+verify and publish. Nothing is tagged or pushed unless the build succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
+from ansible_collections.immutable.infra.plugins.module_utils._packer import Packer, build_args, container_artifacts, fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+
+BASE_FINGERPRINT_SCHEME = "immutable.infra/base-image/v1"
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def source_revision(path):
+    """The git commit a recipe comes from ('-dirty' when it has local changes), or None."""
+    rc, out, _err = run(["git", "-C", path, "rev-parse", "HEAD"], check=False)
+    if rc != 0:
+        return None
+    rev = out.strip()
+    rc, out, _err = run(["git", "-C", path, "status", "--porcelain", "--", "."], check=False)
+    return rev + ("-dirty" if rc == 0 and out.strip() else "")
+
+
+def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None):
+    labels = {
+        catalog_mod.LABEL_VERSION: str(version),
+        catalog_mod.LABEL_CREATED: now_rfc3339(),
+        catalog_mod.LABEL_RECIPE: recipe,
+        catalog_mod.LABEL_FINGERPRINT: fp,
+        catalog_mod.LABEL_BAKE_ID: bake_id or uuid.uuid4().hex,
+    }
+    if revision:
+        labels[catalog_mod.LABEL_REVISION] = revision
+    if parent:
+        labels[catalog_mod.LABEL_BASE_DIGEST] = parent["digest"]
+        labels[catalog_mod.LABEL_BASE_NAME] = parent["repository"]
+    return labels
+
+
+def plan(catalog, name, fp, version=None, force=False):
+    """Decide what a bake does: ('exists', facts) or ('bake', version)."""
+    versions = catalog.versions(name)
+    existing = catalog.find(name, fingerprint=fp, versions=versions)
+    if version is not None:
+        version = catalog_mod.validate_version(version)
+        same_tag = catalog.find(name, version=version, versions=versions)
+        if same_tag is not None and same_tag["fingerprint"] == fp and not force:
+            return "exists", same_tag
+        if same_tag is not None:
+            raise ImmutableInfraError(
+                "image version %s:%s already exists with other inputs (fingerprint %s); versions are immutable: "
+                "choose another version or omit it to take the next number" % (name, version, same_tag["fingerprint"])
+            )
+    if existing is not None and not force:
+        return "exists", existing
+    return "bake", version or catalog_mod.next_version(v["tag"] for v in versions)
+
+
+def find_templates(recipe_dir):
+    if not os.path.isdir(recipe_dir):
+        raise ImmutableInfraError("recipe directory %s does not exist" % recipe_dir)
+    templates = sorted(glob.glob(os.path.join(recipe_dir, "*.pkr.hcl")))
+    if not templates:
+        raise ImmutableInfraError("recipe %s has no Packer template (*.pkr.hcl)" % recipe_dir)
+    return templates
+
+
+def resolve_var_files(recipe_dir, var_files):
+    out = []
+    for vf in var_files or []:
+        path = vf if os.path.isabs(vf) else os.path.join(recipe_dir, vf)
+        if not os.path.isfile(path):
+            raise ImmutableInfraError("var file %s not found (looked at %s)" % (vf, path))
+        out.append(os.path.abspath(path))
+    return out
+
+
+def _shim_dir(workdir):
+    """Packer's docker builder calls `docker`: point it at podman for this run only."""
+    podman = shutil.which("podman")
+    if not podman:
+        raise ImmutableInfraError("podman is not installed: the docker builder is driven through podman")
+    shim = os.path.join(workdir, "bin")
+    os.makedirs(shim, exist_ok=True)
+    os.symlink(podman, os.path.join(shim, "docker"))
+    return shim
+
+
+def bake_recipe(params, check_mode=False):
+    """Bake a Packer recipe once. params mirror image_bake's options."""
+    started = time.monotonic()
+    recipe_dir = os.path.abspath(params["recipe"])
+    find_templates(recipe_dir)
+    name = params.get("name") or os.path.basename(recipe_dir.rstrip("/"))
+    var_files = resolve_var_files(recipe_dir, params.get("var_files"))
+    catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
+    catalog.ping()
+    parent = catalog.resolve(params["parent"]) if params.get("parent") else None
+    paths = [p for p in params.get("fingerprint_paths") or []]
+    fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
+                     params.get("collection_version"), paths, params.get("only"))
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"))
+    result = {"fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name}
+    if action == "exists":
+        result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
+        return result
+    version = what
+    bake_id = uuid.uuid4().hex[:12]
+    labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
+    contract_vars = {
+        "image_version": version,
+        "image_labels": labels,
+        "build_name": "immutable-bake-%s-%s" % (name.replace("/", "-"), bake_id),
+    }
+    if parent:
+        contract_vars["parent_image"] = parent["reference"]
+    workdir = tempfile.mkdtemp(prefix="immutable-infra-bake-")
+    try:
+        env = {"PATH": _shim_dir(workdir) + os.pathsep + os.environ.get("PATH", "")}
+        if params.get("collections_paths"):
+            env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(params["collections_paths"])
+        user_vars = dict(params.get("variables") or {})
+        user_vars.update(contract_vars)
+        var_json = os.path.join(workdir, "immutable-infra.pkrvars.json")
+        with open(var_json, "w") as f:
+            json.dump(user_vars, f)
+        packer = Packer(params.get("packer_path") or "packer", env)
+        args = build_args(var_files, params.get("only"), var_json)
+        result.update(version=version, labels=labels)
+        if check_mode:
+            result["commands"] = [packer.validate(recipe_dir, args)]
+            result.update(changed=True, image=None, duration=round(time.monotonic() - started, 3))
+            return result
+        if parent:
+            catalog.pull(parent["reference"])
+        log_file = params.get("log_file") or os.path.join(workdir, "bake.log")
+        cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
+        images = container_artifacts(parsed["artifacts"])
+        if not images:
+            raise ImmutableInfraError("recipe %s built no container image (artifacts: %s)" % (recipe_dir, parsed["artifacts"]))
+        if len(images) > 1:
+            raise ImmutableInfraError("recipe %s built %d container images (%s); select one source with `only`"
+                                      % (recipe_dir, len(images), ", ".join(sorted(images))))
+        local_image = list(images.values())[0]
+        _verify_labels(local_image, labels, recipe_dir)
+        facts = catalog.publish(local_image, name, version)
+        result.update(changed=True, image=facts, artifacts=parsed["artifacts"], packer_seconds=seconds,
+                      log_file=log_file, commands=[cmd], duration=round(time.monotonic() - started, 3))
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _verify_labels(local_image, labels, recipe_dir):
+    _rc, out, _err = run(["podman", "image", "inspect", "--format", "{{json .Config.Labels}}", local_image],
+                         what="podman image inspect")
+    got = json.loads(out or "null") or {}
+    if got.get(catalog_mod.LABEL_FINGERPRINT) != labels[catalog_mod.LABEL_FINGERPRINT]:
+        run(["podman", "rmi", "-f", local_image], check=False)
+        raise ImmutableInfraError(
+            "recipe %s did not apply var.image_labels to the image (see the recipe contract: "
+            "`changes = [for k, v in var.image_labels : \"LABEL ${k}=${jsonencode(v)}\"]`)" % recipe_dir
+        )
+
+
+def base_fingerprint(params):
+    doc = {
+        "scheme": BASE_FINGERPRINT_SCHEME,
+        "suite": params["suite"],
+        "variant": params["variant"],
+        "packages": sorted(params.get("packages") or []),
+        "mirror": params.get("mirror"),
+        "collection_version": params.get("collection_version"),
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_base_image(params, check_mode=False):
+    """A minimal Debian image from Debian packages only (mmdebstrap | podman import)."""
+    started = time.monotonic()
+    name = params["name"]
+    catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
+    catalog.ping()
+    fp = base_fingerprint(params)
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"))
+    result = {"fingerprint": fp, "name": name, "parent": None}
+    if action == "exists":
+        result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
+        return result
+    version = what
+    labels = image_labels(version, name, fp, revision=params.get("revision"))
+    argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
+    if params.get("packages"):
+        argv.append("--include=%s" % ",".join(params["packages"]))
+    for pattern in ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*"):
+        argv.append("--dpkgopt=path-exclude=%s" % pattern)
+    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+    result.update(version=version, labels=labels)
+    if check_mode:
+        result.update(changed=True, image=None, commands=[argv + [params["suite"], "-"]],
+                      duration=round(time.monotonic() - started, 3))
+        return result
+    workdir = tempfile.mkdtemp(prefix="immutable-infra-base-")
+    try:
+        tarball = os.path.join(workdir, "rootfs.tar")
+        argv += [params["suite"], tarball] + ([params["mirror"]] if params.get("mirror") else [])
+        run(argv, timeout=params.get("timeout") or 1800, what="mmdebstrap")
+        imp = ["podman", "import", "-q"]
+        for k, v in sorted(labels.items()):
+            imp += ["--change", "LABEL %s=%s" % (k, json.dumps(v))]
+        imp += ["--change", 'CMD ["/bin/bash"]', tarball]
+        _rc, out, _err = run(imp, what="podman import")
+        facts = catalog.publish(out.strip().splitlines()[-1], name, version)
+        result.update(changed=True, image=facts, commands=[argv, imp], duration=round(time.monotonic() - started, 3))
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

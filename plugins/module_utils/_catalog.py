@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The image catalog: image versions kept in an OCI registry.
+
+The registry is the system of record. Each tag of a repository is one image
+version; its immutable facts ride as OCI labels in the image config. Reads
+go through skopeo (no local pull), writes through podman push.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+
+LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_CREATED = "org.opencontainers.image.created"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
+LABEL_BASE_NAME = "org.opencontainers.image.base.name"
+LABEL_RECIPE = "infra.immutable.recipe"
+LABEL_FINGERPRINT = "infra.immutable.fingerprint"
+LABEL_BAKE_ID = "infra.immutable.bake-id"
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_NOT_FOUND = ("manifest unknown", "404 (Not Found)", "name unknown", "NAME_UNKNOWN", "MANIFEST_UNKNOWN")
+_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "network is unreachable", "server gave HTTP response")
+
+
+def is_loopback(registry):
+    """True for registries on this host's loopback (plain HTTP is acceptable there)."""
+    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry[1:].split("]")[0]
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def parse_reference(ref, default_registry=None):
+    """Split 'registry/name[:tag][@digest]' into a dict.
+
+    A first path component with a dot, a colon or 'localhost' is a registry;
+    otherwise default_registry applies. Raises ImmutableInfraError on junk.
+    """
+    if not ref or not isinstance(ref, str) or ref.strip() != ref or " " in ref:
+        raise ImmutableInfraError("invalid image reference %r" % (ref,))
+    rest, digest = ref, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST_RE.match(digest):
+            raise ImmutableInfraError("invalid digest %r in image reference %r" % (digest, ref))
+    registry = None
+    first, sep, remainder = rest.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry, rest = first, remainder
+    tag = None
+    if ":" in rest.rsplit("/", 1)[-1]:
+        rest, tag = rest.rsplit(":", 1)
+        if not _VERSION_RE.match(tag):
+            raise ImmutableInfraError("invalid tag %r in image reference %r" % (tag, ref))
+    if not _NAME_RE.match(rest):
+        raise ImmutableInfraError("invalid repository name %r in image reference %r" % (rest, ref))
+    registry = registry or default_registry
+    if not registry:
+        raise ImmutableInfraError("image reference %r names no registry" % (ref,))
+    return {"registry": registry, "name": rest, "tag": tag, "digest": digest}
+
+
+def validate_version(version):
+    if not _VERSION_RE.match(str(version)):
+        raise ImmutableInfraError(
+            "invalid version %r: use letters, digits, '.', '_' or '-' (at most 128, not starting with '.' or '-')" % (version,)
+        )
+    return str(version)
+
+
+def version_key(version):
+    """Order versions: numbers numerically, then other tags by name."""
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
+
+
+def next_version(existing):
+    """The versioning scheme: the next whole number after the highest numeric tag."""
+    numbers = [int(v) for v in existing if str(v).isdigit()]
+    return str(max(numbers) + 1 if numbers else 1)
+
+
+def version_facts(repository, tag, inspected):
+    """One image version as modules return it, from skopeo inspect output."""
+    labels = inspected.get("Labels") or {}
+    digest = inspected["Digest"]
+    return {
+        "version": labels.get(LABEL_VERSION, tag),
+        "tag": tag,
+        "digest": digest,
+        "reference": "%s@%s" % (repository, digest),
+        "repository": repository,
+        "created": labels.get(LABEL_CREATED, inspected.get("Created")),
+        "revision": labels.get(LABEL_REVISION),
+        "recipe": labels.get(LABEL_RECIPE),
+        "fingerprint": labels.get(LABEL_FINGERPRINT),
+        "parent_digest": labels.get(LABEL_BASE_DIGEST),
+        "parent_name": labels.get(LABEL_BASE_NAME),
+        "bake_id": labels.get(LABEL_BAKE_ID),
+        "labels": labels,
+    }
+
+
+class Catalog:
+    """Image versions of one registry."""
+
+    def __init__(self, registry, validate_certs=None, skopeo="skopeo", podman="podman"):
+        self.registry = registry
+        self.validate_certs = (not is_loopback(registry)) if validate_certs is None else bool(validate_certs)
+        self.skopeo = skopeo
+        self.podman = podman
+
+    @property
+    def _tls(self):
+        return "--tls-verify=%s" % ("true" if self.validate_certs else "false")
+
+    def repository(self, name):
+        return "%s/%s" % (self.registry, name)
+
+    def _skopeo(self, args, what):
+        rc, out, err = run([self.skopeo] + args, check=False, timeout=120, what=what)
+        if rc == 0:
+            return out
+        text = err.strip() or out.strip()
+        if any(s in text for s in _NOT_FOUND):
+            return None
+        if any(s in text for s in _UNREACHABLE):
+            raise ImmutableInfraError(
+                "image registry %s is not reachable (is it running?): %s" % (self.registry, text.splitlines()[-1]),
+                cmd=[self.skopeo] + args, rc=rc, stderr=err,
+            )
+        raise ImmutableInfraError("%s failed: %s" % (what, text), cmd=[self.skopeo] + args, rc=rc, stderr=err)
+
+    def ping(self):
+        """Fail with a clear message when the registry does not answer."""
+        self.list_tags("immutable-infra-ping")
+        return True
+
+    def list_tags(self, name):
+        out = self._skopeo(["list-tags", self._tls, "docker://" + self.repository(name)], "listing tags of %s" % name)
+        return [] if out is None else list(json.loads(out).get("Tags") or [])
+
+    def inspect(self, name, tag_or_digest):
+        """Facts of one version (tag or sha256 digest), or None when absent."""
+        sep = "@" if str(tag_or_digest).startswith("sha256:") else ":"
+        ref = self.repository(name) + sep + str(tag_or_digest)
+        out = self._skopeo(["inspect", "--no-tags", self._tls, "docker://" + ref], "inspecting %s" % ref)
+        if out is None:
+            return None
+        tag = None if sep == "@" else str(tag_or_digest)
+        return version_facts(self.repository(name), tag, json.loads(out))
+
+    def versions(self, name):
+        """Every image version of a repository, oldest first."""
+        tags = sorted(self.list_tags(name), key=version_key)
+        if not tags:
+            return []
+        with ThreadPoolExecutor(max_workers=min(8, len(tags))) as pool:
+            found = list(pool.map(lambda t: self.inspect(name, t), tags))
+        return [v for v in found if v is not None]
+
+    def find(self, name, version=None, fingerprint=None, versions=None):
+        """The newest version matching version and/or fingerprint, or None."""
+        if version is not None and fingerprint is None and versions is None:
+            return self.inspect(name, version)
+        for v in reversed(versions if versions is not None else self.versions(name)):
+            if version is not None and v["tag"] != str(version):
+                continue
+            if fingerprint is not None and v["fingerprint"] != fingerprint:
+                continue
+            return v
+        return None
+
+    def resolve(self, ref):
+        """Resolve a parent reference (name, name:tag, name@digest, with or
+        without registry) to version facts; a bare name means its newest version."""
+        parts = parse_reference(ref, default_registry=self.registry)
+        cat = self if parts["registry"] == self.registry else Catalog(parts["registry"], None, self.skopeo, self.podman)
+        if parts["digest"]:
+            found = cat.inspect(parts["name"], parts["digest"])
+        elif parts["tag"]:
+            found = cat.inspect(parts["name"], parts["tag"])
+        else:
+            all_versions = cat.versions(parts["name"])
+            found = all_versions[-1] if all_versions else None
+        if found is None:
+            raise ImmutableInfraError("unknown image %r: no such image version in registry %s" % (ref, parts["registry"]))
+        return found
+
+    def pull(self, reference):
+        run([self.podman, "pull", "-q", self._tls, reference], timeout=1800, what="podman pull %s" % reference)
+
+    def publish(self, local_image, name, version):
+        """Tag a local image as name:version and push it; return its facts.
+
+        Refuses to overwrite: image versions are immutable.
+        """
+        if self.inspect(name, version) is not None:
+            raise ImmutableInfraError(
+                "image version %s:%s already exists in %s; versions are immutable" % (name, version, self.registry)
+            )
+        target = "%s:%s" % (self.repository(name), version)
+        run([self.podman, "tag", local_image, target], what="podman tag")
+        try:
+            run([self.podman, "push", "-q", self._tls, target], timeout=1800, what="podman push %s" % target)
+        except ImmutableInfraError:
+            run([self.podman, "untag", local_image, target], check=False)
+            raise
+        facts = self.inspect(name, version)
+        if facts is None:
+            raise ImmutableInfraError("pushed %s but the registry does not list it" % target)
+        return facts

@@ -1,0 +1,226 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Packer: argv building, the machine-readable parser, the input fingerprint
+and a runner that streams a bake to a log file an operator can follow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, command_env, run
+
+FINGERPRINT_SCHEME = "immutable.infra/fingerprint/v1"
+_IGNORED_DIRS = {".git", "__pycache__", "packer_cache", ".molecule", "output"}
+_IGNORED_SUFFIXES = (".pyc", ".log", ".swp", "~")
+
+
+# ---------------------------------------------------------------- parsing
+def decode(text):
+    """Undo Packer's machine-readable escaping of commas and newlines."""
+    return text.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r")
+
+
+def parse_line(line):
+    """One machine-readable line -> (timestamp, target, type, [data...]) or None."""
+    parts = line.rstrip("\n").split(",")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return None
+    return parts[0], parts[1], parts[2], [decode(p) for p in parts[3:]]
+
+
+def parse_machine_readable(lines):
+    """Artifacts per build and the error lines, from `packer -machine-readable`.
+
+    Artifact lines look like `ts,build,artifact,N,key,value...`; a key of
+    `files-count`/`file` lists files, `end` closes the artifact.
+    """
+    artifacts = {}
+    errors = []
+    ui_errors = []
+    messages = []
+    for line in lines:
+        parsed = parse_line(line)
+        if parsed is None:
+            continue
+        _ts, target, kind, data = parsed
+        if kind == "artifact" and len(data) >= 2 and data[0].isdigit():
+            key = (target, int(data[0]))
+            art = artifacts.setdefault(key, {"build": target, "index": int(data[0]), "files": []})
+            field, values = data[1], data[2:]
+            if field == "file" and len(values) >= 2:
+                art["files"].append(values[1])
+            elif field in ("id", "string", "builder-id") and values:
+                art[field.replace("-", "_")] = ",".join(values)
+        elif kind == "error" and target and data:
+            errors.append(data[0].strip())
+        elif kind == "ui" and len(data) >= 2:
+            if data[0] == "error":
+                ui_errors.append(data[1].strip())
+            elif data[0] in ("say", "message"):
+                messages.append(data[1])
+    ordered = [artifacts[k] for k in sorted(artifacts)]
+    return {"artifacts": ordered, "errors": errors, "ui_errors": ui_errors, "messages": messages}
+
+
+def relevant_errors(parsed, limit=25):
+    """The lines that explain a failed build, most specific first, deduplicated."""
+    lines = []
+    for msg in parsed["messages"]:
+        for ln in msg.splitlines():
+            s = ln.strip()
+            if s.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]")) or "FAILED!" in s:
+                lines.append(s)
+    for err in parsed["errors"] + [e for e in parsed["ui_errors"] if "Warning:" not in e]:
+        for ln in err.splitlines():
+            s = ln.strip().lstrip("=>- ").strip()
+            if s and not s.startswith("Some builds didn't complete"):
+                lines.append(s)
+    seen, out = set(), []
+    for ln in lines:
+        if ln not in seen:
+            seen.add(ln)
+            out.append(ln)
+    return out[:limit]
+
+
+def container_artifacts(artifacts):
+    """The artifact of each build that names a container image (last one wins:
+    a docker-tag post-processor's reference is preferred to the bare image id)."""
+    found = {}
+    for art in artifacts:
+        bid = art.get("builder_id", "")
+        if art.get("id") and (bid.startswith("packer.docker") or bid.startswith("packer.post-processor.docker-")):
+            found[art["build"]] = art["id"]
+    return found
+
+
+# ------------------------------------------------------------ fingerprint
+def _walk_files(root):
+    if os.path.isfile(root):
+        yield root, os.path.basename(root)
+        return
+    if not os.path.isdir(root):
+        raise ImmutableInfraError("fingerprint input %s does not exist" % root)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+        for fn in sorted(filenames):
+            if fn.endswith(_IGNORED_SUFFIXES):
+                continue
+            full = os.path.join(dirpath, fn)
+            yield full, os.path.relpath(full, root)
+
+
+def _file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(root):
+    """sha256 over relative paths and contents of a file or directory tree."""
+    h = hashlib.sha256()
+    for full, rel in _walk_files(root):
+        h.update(rel.encode() + b"\0" + _file_digest(full).encode() + b"\n")
+    return h.hexdigest()
+
+
+def fingerprint(recipe_dir, var_files=(), variables=None, parent_digest=None,
+                collection_version=None, paths=(), only=()):
+    """The input fingerprint of a bake: every input that can change the image.
+
+    Covers the recipe directory (templates, var files, playbook), var files
+    outside it, the roles and other paths the provisioner applies, variable
+    values, the parent image digest, the selected sources and the collection
+    version. Output names (version, labels) are not inputs.
+    """
+    doc = {
+        "scheme": FINGERPRINT_SCHEME,
+        "recipe": tree_digest(recipe_dir),
+        "var_files": [tree_digest(p) for p in var_files],
+        "paths": sorted(tree_digest(p) for p in set(paths)),
+        "variables": variables or {},
+        "parent_digest": parent_digest,
+        "collection_version": collection_version,
+        "only": sorted(only or []),
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------- runner
+def build_args(var_files=(), only=(), extra_var_file=None):
+    args = []
+    for vf in var_files:
+        args.append("-var-file=%s" % vf)
+    if extra_var_file:
+        args.append("-var-file=%s" % extra_var_file)
+    if only:
+        args.append("-only=%s" % ",".join(only))
+    return args
+
+
+class Packer:
+    def __init__(self, binary="packer", env=None):
+        self.binary = binary
+        self.env = dict(env or {})
+        self.env.setdefault("CHECKPOINT_DISABLE", "1")
+
+    def version(self):
+        _rc, out, _err = run([self.binary, "version"], env=self.env, what="packer version")
+        return out.strip().splitlines()[0] if out.strip() else ""
+
+    def validate(self, recipe_dir, args):
+        cmd = [self.binary, "validate"] + args + ["."]
+        rc, out, err = run(cmd, env=self.env, cwd=recipe_dir, check=False, what="packer validate")
+        if rc != 0:
+            lines = [ln.strip() for ln in (err + "\n" + out).splitlines() if ln.strip()]
+            raise ImmutableInfraError(
+                "recipe %s is not a valid Packer template: %s" % (recipe_dir, " | ".join(lines[:12])),
+                cmd=cmd, rc=rc, stdout=out, stderr=err,
+            )
+        return cmd
+
+    def build(self, recipe_dir, args, log_file, timeout=3600):
+        """Run `packer build`, writing a readable log as it goes; return
+        (cmd, parsed, seconds). Raises with Packer's error lines on failure."""
+        cmd = [self.binary, "build", "-machine-readable", "-color=false", "-on-error=cleanup"] + args + ["."]
+        started = time.monotonic()
+        raw = []
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        try:
+            proc = subprocess.Popen(cmd, cwd=recipe_dir, env=command_env(self.env), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        except FileNotFoundError:
+            raise ImmutableInfraError("packer is not installed (no %r on PATH)" % self.binary, cmd=cmd)
+        with open(log_file, "a") as log:
+            log.write("# %s\n" % " ".join(cmd))
+            log.flush()
+            for line in proc.stdout:
+                raw.append(line)
+                parsed = parse_line(line)
+                if parsed and parsed[2] == "ui" and len(parsed[3]) >= 2:
+                    log.write(parsed[3][1].rstrip("\n") + "\n")
+                else:
+                    log.write(decode(line))
+                log.flush()
+                if time.monotonic() - started > timeout:
+                    proc.kill()
+                    break
+            rc = proc.wait()
+        seconds = round(time.monotonic() - started, 3)
+        parsed = parse_machine_readable(raw)
+        if rc != 0 or not parsed["artifacts"]:
+            errs = relevant_errors(parsed)
+            reason = "timed out after %ss" % timeout if seconds > timeout else "failed (rc=%s)" % rc
+            raise ImmutableInfraError(
+                "packer build of %s %s: %s" % (recipe_dir, reason, " | ".join(errs) or "no artifact produced"),
+                cmd=cmd, rc=rc, errors=errs, log_file=log_file,
+            )
+        return cmd, parsed, seconds

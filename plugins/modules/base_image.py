@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: base_image
+short_description: Build a minimal Debian base image from Debian packages only
+version_added: 0.1.0
+description:
+  - Builds a root file system with C(mmdebstrap) from the configured Debian mirror, imports it with podman,
+    and pushes it to the registry as an image version. No image is pulled from anywhere.
+  - Bake once, like M(immutable.infra.image_bake). The fingerprint covers suite, variant, packages, mirror
+    and the collection version; when the catalog holds a version with it, that version is returned unchanged.
+    O(force=true) builds anew (for example to pick up Debian security updates).
+  - Golden images name this image as their parent.
+author:
+  - immutable.infra maintainers
+extends_documentation_fragment:
+  - immutable.infra.registry
+  - immutable.infra.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  name:
+    description: Repository name of the base image in the registry.
+    type: str
+    default: immutable/base
+  suite:
+    description: Debian suite.
+    type: str
+    default: bookworm
+  variant:
+    description: mmdebstrap variant.
+    type: str
+    default: minbase
+    choices: [extract, custom, essential, apt, required, minbase, buildd, important, debootstrap, standard]
+  packages:
+    description: Packages added to the variant. C(python3) is needed for Ansible to provision images built on it.
+    type: list
+    elements: str
+    default: [python3]
+  mirror:
+    description: Debian mirror URL. Defaults to the mirror apt on this machine is configured for.
+    type: str
+  version:
+    description: The version to give the new image. Defaults to the next whole number.
+    type: str
+  force:
+    description: Build even when a version with the same fingerprint exists.
+    type: bool
+    default: false
+  revision:
+    description: Source revision recorded in C(org.opencontainers.image.revision).
+    type: str
+  collection_version:
+    description: The immutable.infra version, an input of the fingerprint. Filled in by the action plugin.
+    type: str
+  timeout:
+    description: Seconds the root file system build may take.
+    type: int
+    default: 1800
+seealso:
+  - module: immutable.infra.image_bake
+"""
+
+EXAMPLES = r"""
+- name: Build the base image
+  immutable.infra.base_image:
+    name: immutable/base
+
+- name: Rebuild it to pick up security updates
+  immutable.infra.base_image:
+    force: true
+"""
+
+RETURN = r"""
+image:
+  description: The base image version built or found (see M(immutable.infra.image_bake)). Null in check mode when a build would happen.
+  returned: always
+  type: dict
+  sample: {version: "1", digest: "sha256:2ec5...", reference: "127.0.0.1:5000/immutable/base@sha256:2ec5..."}
+fingerprint:
+  description: The input fingerprint.
+  returned: always
+  type: str
+  sample: sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5
+version:
+  description: The version that was or would be built.
+  returned: when a build happens or would happen
+  type: str
+  sample: "1"
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+  sample: 38.2
+commands:
+  description: The commands that ran, or would run in check mode.
+  returned: when a build happens or would happen
+  type: list
+  elements: list
+  sample: [["mmdebstrap", "--variant=minbase", "bookworm", "rootfs.tar"]]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._bake import build_base_image
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
+
+VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard"]
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str", default="immutable/base"),
+        suite=dict(type="str", default="bookworm"),
+        variant=dict(type="str", default="minbase", choices=VARIANTS),
+        packages=dict(type="list", elements="str", default=["python3"]),
+        mirror=dict(type="str"),
+        version=dict(type="str"),
+        force=dict(type="bool", default=False),
+        revision=dict(type="str"),
+        collection_version=dict(type="str"),
+        timeout=dict(type="int", default=1800),
+        **REGISTRY_ARGS
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, lambda: build_base_image(module.params, check_mode=module.check_mode))
+
+
+if __name__ == "__main__":
+    main()

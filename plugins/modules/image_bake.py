@@ -1,0 +1,226 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_bake
+short_description: Bake a golden image from a Packer recipe, once per set of inputs
+version_added: 0.1.0
+description:
+  - Runs a Packer HCL2 recipe whose C(ansible) provisioner applies Ansible roles, then tags the resulting
+    container image as the next image version and pushes it to the registry that holds the catalog.
+  - Bake once. The input fingerprint covers the recipe's files, var files, the roles its playbooks apply,
+    O(fingerprint_paths), variable values, the parent image digest, the selected sources and the collection
+    version. When the catalog already holds a version with that fingerprint, it is returned with C(changed=false)
+    and Packer does not run. O(force=true) bakes anew.
+  - Image facts ride as OCI labels - C(org.opencontainers.image.version), C(.created), C(.revision),
+    C(.base.digest), C(.base.name), C(infra.immutable.recipe), C(infra.immutable.fingerprint) and
+    C(infra.immutable.bake-id).
+  - Versions are whole numbers counting up from C(1) unless O(version) names one. A version is never overwritten.
+  - Packer's C(docker) builder is driven through podman; no Docker engine is needed.
+  - A failed bake returns Packer's error lines and tags or pushes nothing.
+  - Runs on the controller (or wherever Packer runs); use C(delegate_to) or a C(localhost) play.
+  - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
+    C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
+    name for the build container). See the collection README.'
+author:
+  - immutable.infra maintainers
+extends_documentation_fragment:
+  - immutable.infra.registry
+  - immutable.infra.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Runs C(packer validate) and reports whether a bake would happen.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  recipe:
+    description:
+      - The name of a recipe shipped in the collection's C(packer/) directory (for example C(web)),
+        or a path to a recipe directory holding C(*.pkr.hcl) files.
+    type: str
+    required: true
+  name:
+    description: Repository name of the image in the registry. Defaults to the recipe directory's name.
+    type: str
+  parent:
+    description:
+      - The parent image, by C(name) (its newest version), C(name:version) or C(name@sha256:...),
+        with or without a registry prefix. Resolved to a digest before the bake and passed as C(parent_image).
+    type: str
+  version:
+    description: The version to give the new image. Defaults to the next whole number.
+    type: str
+  var_files:
+    description: Packer var files, relative to the recipe directory or absolute.
+    type: list
+    elements: path
+    default: []
+  variables:
+    description: Packer variable values. They are inputs of the fingerprint.
+    type: dict
+    default: {}
+  only:
+    description: Build only these sources of the recipe (Packer's C(-only)).
+    type: list
+    elements: str
+    default: []
+  force:
+    description: Bake even when a version with the same fingerprint exists.
+    type: bool
+    default: false
+  log_file:
+    description:
+      - Where Packer's output goes, line by line, while the bake runs (follow it with C(tail -f)).
+      - Defaults to a temporary file removed after the bake.
+    type: path
+  fingerprint_paths:
+    description:
+      - More files or directories whose content is an input of the image.
+      - The action plugin adds the roles the recipe's playbooks apply, with their dependencies.
+    type: list
+    elements: path
+    default: []
+  collections_paths:
+    description:
+      - Collection search paths for the Packer C(ansible) provisioner (C(ANSIBLE_COLLECTIONS_PATH)).
+      - The action plugin fills in the controller's own paths.
+    type: list
+    elements: path
+  collection_version:
+    description: The immutable.infra version, an input of the fingerprint. Filled in by the action plugin.
+    type: str
+  revision:
+    description: Source revision recorded in C(org.opencontainers.image.revision). Defaults to the recipe's git commit.
+    type: str
+  timeout:
+    description: Seconds a bake may take before it is stopped.
+    type: int
+    default: 3600
+  packer_path:
+    description: The Packer executable.
+    type: path
+    default: packer
+seealso:
+  - module: immutable.infra.image_info
+  - module: immutable.infra.base_image
+"""
+
+EXAMPLES = r"""
+- name: Bake the example web recipe on the base image
+  immutable.infra.image_bake:
+    recipe: web
+    parent: immutable/base
+    variables:
+      web_message: hello
+    log_file: /tmp/bake-web.log
+
+- name: Bake a recipe kept in your own repository, as version 2024.06.1
+  immutable.infra.image_bake:
+    recipe: "{{ playbook_dir }}/../packer/api"
+    parent: 127.0.0.1:5000/immutable/base:3
+    version: 2024.06.1
+    var_files:
+      - prod.pkrvars.hcl
+"""
+
+RETURN = r"""
+image:
+  description: The image version baked or found. Null in check mode when a bake would happen.
+  returned: always
+  type: dict
+  sample:
+    version: "2"
+    tag: "2"
+    digest: sha256:9c1e5c5d2c8a0c5f3f6d1e7b9c3b1f1f4b0a3f6c2d8e9a7b6c5d4e3f2a1b0c9d
+    reference: 127.0.0.1:5000/web@sha256:9c1e5c5d2c8a0c5f3f6d1e7b9c3b1f1f4b0a3f6c2d8e9a7b6c5d4e3f2a1b0c9d
+    repository: 127.0.0.1:5000/web
+    created: "2026-11-29T19:30:00Z"
+    revision: 4f2d1c0e
+    recipe: web
+    fingerprint: sha256:1d6e0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
+    parent_digest: sha256:2ec58878c37464e5c46383bd77dfe349c38253131156e8951830e21579c58ac4
+    parent_name: 127.0.0.1:5000/immutable/base
+    bake_id: 0f1e2d3c4b5a
+    labels: {}
+version:
+  description: The version that was or would be baked. Absent when an existing version is returned.
+  returned: when a bake happens or would happen
+  type: str
+  sample: "2"
+fingerprint:
+  description: The input fingerprint.
+  returned: always
+  type: str
+  sample: sha256:1d6e0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
+parent:
+  description: The resolved parent image version, or null.
+  returned: always
+  type: dict
+  sample: {digest: "sha256:2ec5...", reference: "127.0.0.1:5000/immutable/base@sha256:2ec5..."}
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+  sample: 12.4
+packer_seconds:
+  description: Seconds Packer ran.
+  returned: when a bake happened
+  type: float
+  sample: 9.8
+artifacts:
+  description: Packer's artifacts, parsed from its machine-readable output.
+  returned: when a bake happened
+  type: list
+  elements: dict
+  sample: [{build: container, index: 0, id: "c54fe6d68d1a...", builder_id: packer.post-processor.docker-import, files: []}]
+log_file:
+  description: Packer's log of this bake.
+  returned: when a bake happened
+  type: str
+  sample: /tmp/bake-web.log
+commands:
+  description: The Packer commands that ran (or, in check mode, validated).
+  returned: when a bake happens or would happen
+  type: list
+  elements: list
+  sample: [["packer", "build", "-machine-readable", "."]]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_recipe
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
+
+
+def main():
+    argument_spec = dict(
+        recipe=dict(type="str", required=True),
+        name=dict(type="str"),
+        parent=dict(type="str"),
+        version=dict(type="str"),
+        var_files=dict(type="list", elements="path", default=[]),
+        variables=dict(type="dict", default={}),
+        only=dict(type="list", elements="str", default=[]),
+        force=dict(type="bool", default=False),
+        log_file=dict(type="path"),
+        fingerprint_paths=dict(type="list", elements="path", default=[]),
+        collections_paths=dict(type="list", elements="path"),
+        collection_version=dict(type="str"),
+        revision=dict(type="str"),
+        timeout=dict(type="int", default=3600),
+        packer_path=dict(type="path", default="packer"),
+        **REGISTRY_ARGS
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, lambda: bake_recipe(module.params, check_mode=module.check_mode))
+
+
+if __name__ == "__main__":
+    main()
