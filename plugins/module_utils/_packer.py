@@ -67,14 +67,36 @@ def parse_machine_readable(lines):
     return {"artifacts": ordered, "errors": errors, "ui_errors": ui_errors, "messages": messages}
 
 
+def _strip_build_prefix(line):
+    """'    docker.container: text' -> 'text' (Packer prefixes provisioner output)."""
+    head, sep, rest = line.partition(": ")
+    return rest if sep and head.strip() and " " not in head.strip() else line
+
+
+def _provisioner_failures(messages):
+    """For each failed Ansible task: its TASK line, the fatal line and its msg/stderr."""
+    lines = [_strip_build_prefix(m.rstrip("\n")) for m in messages]
+    out, task = [], None
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s.startswith("TASK ["):
+            task = s.rstrip("* ").strip()
+        elif s.startswith(("fatal:", "failed:")) or s.startswith("ERROR!") or s.startswith("[ERROR]"):
+            if task:
+                out.append(task)
+            out.append(s)
+            for follow in lines[i + 1:i + 40]:
+                f = follow.strip()
+                if not f or f.startswith(("TASK [", "PLAY RECAP", "fatal:", "failed:")):
+                    break
+                if f.startswith(("msg:", "stderr:", "module_stderr:", "reason:")):
+                    out.append(f)
+    return out
+
+
 def relevant_errors(parsed, limit=25):
     """The lines that explain a failed build, most specific first, deduplicated."""
-    lines = []
-    for msg in parsed["messages"]:
-        for ln in msg.splitlines():
-            s = ln.strip()
-            if s.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]")) or "FAILED!" in s:
-                lines.append(s)
+    lines = _provisioner_failures(parsed["messages"])
     for err in parsed["errors"] + [e for e in parsed["ui_errors"] if "Warning:" not in e]:
         for ln in err.splitlines():
             s = ln.strip().lstrip("=>- ").strip()

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog
+from ansible_collections.immutable.infra.plugins.module_utils._bake import plan
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+
+D = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("ref,expected", [
+    ("web", {"registry": "r:5000", "name": "web", "tag": None, "digest": None}),
+    ("immutable/base:3", {"registry": "r:5000", "name": "immutable/base", "tag": "3", "digest": None}),
+    ("127.0.0.1:5000/web@" + D, {"registry": "127.0.0.1:5000", "name": "web", "tag": None, "digest": D}),
+    ("localhost/web:1@" + D, {"registry": "localhost", "name": "web", "tag": "1", "digest": D}),
+    ("quay.example.com/a/b:v1.2", {"registry": "quay.example.com", "name": "a/b", "tag": "v1.2", "digest": None}),
+])
+def test_parse_reference(ref, expected):
+    assert catalog.parse_reference(ref, default_registry="r:5000") == expected
+
+
+@pytest.mark.parametrize("ref", ["", "Web", "web@sha256:abc", "web:bad tag", " web", "web:", "a//b"])
+def test_parse_reference_rejects_junk(ref):
+    with pytest.raises(ImmutableInfraError, match="invalid"):
+        catalog.parse_reference(ref, default_registry="r:5000")
+
+
+def test_parse_reference_needs_a_registry():
+    with pytest.raises(ImmutableInfraError, match="names no registry"):
+        catalog.parse_reference("web")
+
+
+@pytest.mark.parametrize("registry,loop", [
+    ("127.0.0.1:5000", True), ("localhost:5000", True), ("127.1.2.3", True), ("[::1]:5000", True),
+    ("registry.example.com", False), ("10.0.0.1:5000", False),
+])
+def test_loopback_registries_default_to_plain_http(registry, loop):
+    assert catalog.is_loopback(registry) is loop
+    assert catalog.Catalog(registry).validate_certs is (not loop)
+    assert catalog.Catalog(registry, validate_certs=True).validate_certs is True
+
+
+def test_next_version_counts_up_from_the_highest_number():
+    assert catalog.next_version([]) == "1"
+    assert catalog.next_version(["1", "2", "10", "latest", "2024.06.1"]) == "11"
+    assert catalog.next_version(["latest"]) == "1"
+
+
+def test_versions_sort_numerically_then_by_name():
+    assert sorted(["10", "2", "b", "1", "a"], key=catalog.version_key) == ["1", "2", "10", "a", "b"]
+
+
+@pytest.mark.parametrize("bad", ["", ".1", "-x", "a b", "x" * 129, "v/1"])
+def test_validate_version_rejects_bad_tags(bad):
+    with pytest.raises(ImmutableInfraError, match="invalid version"):
+        catalog.validate_version(bad)
+
+
+def test_version_facts_from_labels():
+    facts = catalog.version_facts("r/web", "2", {"Digest": D, "Created": "t0", "Labels": {
+        catalog.LABEL_VERSION: "2", catalog.LABEL_FINGERPRINT: "sha256:f", catalog.LABEL_BASE_DIGEST: D}})
+    assert facts["reference"] == "r/web@" + D
+    assert facts["fingerprint"] == "sha256:f" and facts["parent_digest"] == D
+    assert facts["created"] == "t0"
+
+
+class FixedCatalog(catalog.Catalog):
+    """A catalog whose registry content is given: plan()'s decisions are under test, not skopeo."""
+
+    def __init__(self, versions):
+        super().__init__("r:5000")
+        self._versions = [catalog.version_facts("r:5000/web", t, {"Digest": D, "Labels": {
+            catalog.LABEL_VERSION: t, catalog.LABEL_FINGERPRINT: fp}}) for t, fp in versions]
+
+    def versions(self, name):
+        return list(self._versions)
+
+
+def test_plan_returns_the_existing_version_for_a_known_fingerprint():
+    action, what = plan(FixedCatalog([("1", "fa"), ("2", "fb")]), "web", "fa")
+    assert action == "exists" and what["version"] == "1"
+
+
+def test_plan_bakes_the_next_number_for_new_inputs():
+    assert plan(FixedCatalog([("1", "fa"), ("2", "fb")]), "web", "fc") == ("bake", "3")
+
+
+def test_plan_force_rebakes_known_inputs():
+    assert plan(FixedCatalog([("1", "fa")]), "web", "fa", force=True) == ("bake", "2")
+
+
+def test_plan_refuses_to_overwrite_a_named_version():
+    with pytest.raises(ImmutableInfraError, match="already exists with other inputs"):
+        plan(FixedCatalog([("1", "fa")]), "web", "fb", version="1")
+
+
+def test_plan_named_version_with_same_inputs_is_a_no_op():
+    action, what = plan(FixedCatalog([("1", "fa")]), "web", "fa", version="1")
+    assert action == "exists" and what["tag"] == "1"
+
+
+def test_plan_takes_a_new_named_version():
+    assert plan(FixedCatalog([("1", "fa")]), "web", "fb", version="2024.06.1") == ("bake", "2024.06.1")
