@@ -26,6 +26,17 @@ from ansible_collections.immutable.infra.plugins.module_utils._runner import Imm
 
 BASE_FINGERPRINT_SCHEME = "immutable.infra/base-image/v1"
 
+# The provisioner's output is both the operator's log and what failures are
+# parsed from: keep it plain text whatever callback the controller uses
+# (AWX, for one, sets its own).
+PROVISIONER_ENV = {
+    "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+    "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+    "ANSIBLE_NOCOLOR": "1",
+    "ANSIBLE_FORCE_COLOR": "0",
+    "ANSIBLE_RETRY_FILES_ENABLED": "0",
+}
+
 
 def now_rfc3339():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -116,7 +127,7 @@ def bake_recipe(params, check_mode=False):
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
     catalog.ping()
     parent = catalog.resolve(params["parent"]) if params.get("parent") else None
-    paths = [p for p in params.get("fingerprint_paths") or []]
+    paths = list(params.get("fingerprint_paths") or [])
     fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
                      params.get("collection_version"), paths, params.get("only"))
     action, what = plan(catalog, name, fp, params.get("version"), params.get("force"))
@@ -136,7 +147,7 @@ def bake_recipe(params, check_mode=False):
         contract_vars["parent_image"] = parent["reference"]
     workdir = tempfile.mkdtemp(prefix="immutable-infra-bake-")
     try:
-        env = {"PATH": _shim_dir(workdir) + os.pathsep + os.environ.get("PATH", "")}
+        env = dict(PROVISIONER_ENV, PATH=_shim_dir(workdir) + os.pathsep + os.environ.get("PATH", ""))
         if params.get("collections_paths"):
             env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(params["collections_paths"])
         user_vars = dict(params.get("variables") or {})

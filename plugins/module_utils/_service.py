@@ -13,7 +13,9 @@ import socket
 import subprocess
 import time
 from urllib.error import HTTPError, URLError
-from urllib.request import urlopen
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
@@ -55,11 +57,11 @@ def port_in_use(host, port):
 
 def check_health(url, timeout=2.0):
     try:
-        with urlopen(url, timeout=timeout) as resp:  # nosec - loopback health URL given by the operator
-            return 200 <= resp.status < 400
+        resp = open_url(url, timeout=timeout, validate_certs=False, follow_redirects="none")
+        return 200 <= resp.status < 400
     except HTTPError as exc:
         return 200 <= exc.code < 400
-    except (URLError, OSError, ValueError):
+    except (URLError, OSError, ValueError, UrlConnectionError):
         return False
 
 

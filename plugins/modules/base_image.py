@@ -17,7 +17,7 @@ description:
     O(force=true) builds anew (for example to pick up Debian security updates).
   - Golden images name this image as their parent.
 author:
-  - immutable.infra maintainers
+  - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
   - immutable.infra.attributes

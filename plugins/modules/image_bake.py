@@ -27,7 +27,7 @@ description:
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
 author:
-  - immutable.infra maintainers
+  - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
   - immutable.infra.attributes

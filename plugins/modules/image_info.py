@@ -13,9 +13,10 @@ description:
   - Reads the catalog kept in an OCI registry. Every tag of the repository is an image version; its facts
     come from the OCI labels written at bake time. Nothing is pulled.
 author:
-  - immutable.infra maintainers
+  - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
+  - immutable.infra.attributes
   - immutable.infra.attributes.INFO_MODULE
 options:
   name:

@@ -15,7 +15,7 @@ description:
     for it. It is stopped by that pid only (C(SIGTERM), then C(SIGKILL)), never by name.
   - Starting a running daemon is a no-op. A start waits until O(health_url) answers.
 author:
-  - immutable.infra maintainers
+  - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.attributes
 attributes:

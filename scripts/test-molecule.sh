@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Molecule scenario for the image roles (web, seal), offline and hermetic:
+# builds its platform image from Debian packages when missing, runs
+# `molecule test` with a throw-away HOME and a per-run instance name, and
+# removes its own instance however the run ends.
+#   scripts/test-molecule.sh [SCENARIO] [-- extra molecule test args]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+scenario=${1:-image_roles}
+shift $(($# > 0 ? 1 : 0))
+[ "${1:-}" = "--" ] && shift
+
+export MOLECULE_BASE_IMAGE=${MOLECULE_BASE_IMAGE:-localhost/immutable-infra-molecule-base:bookworm}
+# Part of the instance name (molecule.yml): concurrent runs never share or remove each other's container.
+export MOLECULE_RUN_ID="$$-${RANDOM}"
+instance="immutable-infra-molecule-${MOLECULE_RUN_ID}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/immutable-infra-molecule.XXXXXX")
+started=$SECONDS
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if podman container exists "$instance" 2>/dev/null; then
+    echo "test-molecule: removing instance $instance" >&2
+    molecule destroy -s "$scenario" >/dev/null 2>&1 || true
+    podman rm -f --time 0 "$instance" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+  echo "test-molecule: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED (rc=$rc)") in $((SECONDS - started)) s" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Platform image: a minimal Debian 12 with python3, built locally (nothing can be pulled).
+if ! podman image exists "$MOLECULE_BASE_IMAGE"; then
+  echo "test-molecule: building $MOLECULE_BASE_IMAGE with mmdebstrap (~40 s, once)" >&2
+  mmdebstrap --quiet --variant=minbase --include=python3 --format=tar bookworm "$work/rootfs.tar"
+  podman import --quiet --change 'CMD ["/bin/bash"]' "$work/rootfs.tar" "$MOLECULE_BASE_IMAGE" >/dev/null
+  rm -f "$work/rootfs.tar"
+fi
+
+# Molecule and Ansible write to ~/.cache, ~/.ansible: keep all of it in $work.
+export HOME="$work/home"
+mkdir -p "$HOME"
+export MOLECULE_EPHEMERAL_DIRECTORY="$work/ephemeral"
+export ANSIBLE_LOCAL_TEMP="$work/ansible-tmp"
+export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
+export PY_COLORS=${PY_COLORS:-0}
+
+molecule test -s "$scenario" "$@"

@@ -1,0 +1,148 @@
+"""Integration fixtures: a hermetic environment (temporary HOME and state),
+the project's registry on a free loopback port, and helpers that run real
+ansible-playbook and return each task's result."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Ansible:
+    """Runs one-play playbooks for real and returns the results of its tasks."""
+
+    def __init__(self, env, workdir):
+        self.env = env
+        self.workdir = workdir
+
+    def playbook(self, path, extra_vars=None, check=False, diff=False):
+        argv = ["ansible-playbook", path]
+        if extra_vars:
+            vars_file = os.path.join(self.workdir, "vars-%s.json" % uuid.uuid4().hex[:8])
+            with open(vars_file, "w") as f:
+                json.dump(extra_vars, f)
+            argv += ["-e", "@" + vars_file]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        env = dict(self.env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_JSON_INDENT="0")
+        proc = subprocess.run(argv, env=env, cwd=TOP, capture_output=True, text=True, timeout=1800)
+        try:
+            doc = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            raise AssertionError("ansible-playbook printed no JSON (rc=%d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
+        return Run(proc.returncode, doc, proc.stderr)
+
+    def task(self, module, args, check=False, diff=False, **play_vars):
+        """Run a single task on localhost; return (rc, result)."""
+        play = [{
+            "name": "Integration test", "hosts": "localhost", "gather_facts": False, "vars": play_vars,
+            "tasks": [{"name": "Under test", module: args, "register": "under_test"}],
+        }]
+        path = os.path.join(self.workdir, "play-%s.yml" % uuid.uuid4().hex[:8])
+        with open(path, "w") as f:
+            json.dump(play, f)
+        run = self.playbook(path, check=check, diff=diff)
+        return run.rc, run.result("Under test")
+
+
+class Run:
+    def __init__(self, rc, doc, stderr):
+        self.rc, self.doc, self.stderr = rc, doc, stderr
+
+    def results(self, name):
+        out = []
+        for play in self.doc["plays"]:
+            for task in play["tasks"]:
+                if task["task"]["name"] == name:
+                    out.append(task["hosts"]["localhost"])
+        return out
+
+    def result(self, name):
+        found = self.results(name)
+        assert found, "no task named %r ran; stats=%s stderr=%s" % (name, self.doc.get("stats"), self.stderr[-2000:])
+        return found[-1]
+
+    @property
+    def changed(self):
+        return sum(s.get("changed", 0) for s in self.doc["stats"].values())
+
+    @property
+    def failed(self):
+        return sum(s.get("failures", 0) for s in self.doc["stats"].values())
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = tempfile.mkdtemp(prefix="immutable-infra-it-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def env(workdir):
+    home = os.path.join(workdir, "home")
+    os.makedirs(home)
+    e = dict(os.environ)
+    e.update(
+        HOME=home,
+        IMMUTABLE_INFRA_STATE_DIR=os.path.join(workdir, "state"),
+        ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+        ANSIBLE_LOCAL_TEMP=os.path.join(workdir, "ansible-tmp"),
+        ANSIBLE_HOME=os.path.join(home, ".ansible"),
+        CHECKPOINT_DISABLE="1",
+    )
+    return e
+
+
+@pytest.fixture(scope="session")
+def ansible(env, workdir):
+    return Ansible(env, workdir)
+
+
+@pytest.fixture(scope="session")
+def registry(ansible, workdir):
+    """The project's registry, started by its role on a free port; stopped by pid at the end."""
+    port = free_port()
+    state = os.path.join(workdir, "registry-%d" % port)
+    rvars = {"registry_port": port, "registry_state_dir": state}
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), rvars)
+    assert run.rc == 0, run.stderr
+    try:
+        yield {"address": "127.0.0.1:%d" % port, "port": port, "state_dir": state, "vars": rvars}
+    finally:
+        ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), dict(rvars, registry_state="stopped"))
+
+
+@pytest.fixture(scope="session")
+def base(ansible, registry):
+    """The base image in the test registry, built by the base playbook."""
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "base.yml"), {"catalog_registry": registry["address"]})
+    assert run.rc == 0, run.stderr
+    return run.result("Build the base image")
+
+
+def tags(registry, name):
+    proc = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", "docker://%s/%s" % (registry["address"], name)],
+                          capture_output=True, text=True)
+    return sorted(json.loads(proc.stdout)["Tags"] or []) if proc.returncode == 0 else []
+
+
+def bake_containers():
+    proc = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    return sorted(n for n in proc.stdout.split() if n.startswith("immutable-bake-"))

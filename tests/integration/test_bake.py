@@ -1,0 +1,134 @@
+"""Baking for real: Packer, podman and the registry; then running the image."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import TOP, bake_containers, free_port, tags
+
+BAKE = os.path.join(TOP, "playbooks", "bake.yml")
+
+
+def bake_vars(registry, **kw):
+    v = {"catalog_registry": registry["address"], "recipe": "web"}
+    v.update(kw)
+    return v
+
+
+def http_get_json(url, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def serve(reference):
+    """Run an image version on 127.0.0.1 and return what /version says."""
+    name = "it-web-%s" % uuid.uuid4().hex[:8]
+    port = free_port()
+    subprocess.run(["podman", "run", "-d", "--name", name, "-p", "127.0.0.1:%d:8080" % port,
+                    "-e", "INSTANCE_ID=%s" % name, reference], check=True, capture_output=True)
+    try:
+        return http_get_json("http://127.0.0.1:%d/version" % port), name
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def web_v1(ansible, registry, base):
+    check = ansible.playbook(BAKE, bake_vars(registry), check=True)
+    assert check.rc == 0, check.stderr
+    planned = check.result("Bake the recipe")
+    assert planned["changed"] is True and planned["image"] is None and planned["version"] == "1"
+    assert tags(registry, "web") == [], "check mode must not push anything"
+
+    run = ansible.playbook(BAKE, bake_vars(registry))
+    assert run.rc == 0, run.stderr
+    return run
+
+
+def test_bake_records_the_version_with_its_facts(web_v1, base, registry):
+    res = web_v1.result("Bake the recipe")
+    assert res["changed"] is True
+    img = res["image"]
+    assert img["version"] == "1" and img["tag"] == "1"
+    assert img["reference"] == "%s/web@%s" % (registry["address"], img["digest"])
+    assert img["parent_digest"] == base["image"]["digest"]
+    assert img["fingerprint"] == res["fingerprint"]
+    assert img["recipe"] == "web" and img["created"] and img["bake_id"]
+    assert tags(registry, "web") == ["1"]
+
+
+def test_bake_log_can_be_followed(web_v1):
+    log = web_v1.result("Bake the recipe")["log_file"]
+    announced = web_v1.result("Tell where to follow the bake")["msg"]
+    assert log in announced
+    text = open(log).read()
+    assert "Provisioning with Ansible" in text and "immutable.infra.seal" in text
+
+
+def test_baked_image_serves_its_version(web_v1):
+    img = web_v1.result("Bake the recipe")["image"]
+    doc, name = serve(img["reference"])
+    assert doc == {"app": "web", "version": "1", "message": "hello from immutable.infra", "instance": name}
+
+
+def test_unchanged_inputs_do_not_run_packer(web_v1, ansible, registry, env):
+    logs = os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "bake-logs")
+    before = set(os.listdir(logs))
+    run = ansible.playbook(BAKE, bake_vars(registry))
+    assert run.rc == 0
+    res = run.result("Bake the recipe")
+    assert res["changed"] is False
+    assert res["image"]["digest"] == web_v1.result("Bake the recipe")["image"]["digest"]
+    assert "packer_seconds" not in res and "commands" not in res
+    assert set(os.listdir(logs)) == before, "Packer wrote a log: it ran"
+    assert run.changed == 0
+
+
+def test_changed_input_bakes_a_new_visible_version(web_v1, ansible, registry):
+    run = ansible.playbook(BAKE, bake_vars(registry, recipe_variables={"web_message": "second"}))
+    assert run.rc == 0, run.stderr
+    img = run.result("Bake the recipe")["image"]
+    assert img["version"] == "2"
+    doc, _name = serve(img["reference"])
+    assert doc["version"] == "2" and doc["message"] == "second"
+
+
+def test_image_info_finds_versions(web_v1, ansible, registry):
+    fp = web_v1.result("Bake the recipe")["fingerprint"]
+    rc, res = ansible.task("immutable.infra.image_info", {"name": "web", "registry": registry["address"], "fingerprint": fp})
+    assert rc == 0 and [v["version"] for v in res["versions"]] == ["1"]
+    rc, res = ansible.task("immutable.infra.image_info", {"name": "web", "registry": registry["address"]})
+    assert rc == 0 and [v["version"] for v in res["versions"]][:1] == ["1"]
+    rc, res = ansible.task("immutable.infra.image_info", {"name": "web", "registry": registry["address"], "version": "99"})
+    assert rc == 0 and res["versions"] == []
+
+
+def test_recipe_from_a_path_outside_the_collection(web_v1, ansible, registry, workdir):
+    recipe = os.path.join(workdir, "elsewhere", "api")
+    shutil.copytree(os.path.join(TOP, "packer", "web"), recipe)
+    run = ansible.playbook(BAKE, bake_vars(registry, recipe=recipe))
+    assert run.rc == 0, run.stderr
+    img = run.result("Bake the recipe")["image"]
+    assert img["repository"] == "%s/api" % registry["address"] and img["version"] == "1"
+    assert tags(registry, "api") == ["1"]
+
+
+def test_base_image_is_baked_once(base, ansible, registry):
+    assert base["image"]["version"] == "1"
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "base.yml"), {"catalog_registry": registry["address"]})
+    assert run.rc == 0 and run.changed == 0
+    assert run.result("Build the base image")["image"]["digest"] == base["image"]["digest"]
