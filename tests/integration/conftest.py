@@ -69,7 +69,8 @@ class Run:
         out = []
         for play in self.doc["plays"]:
             for task in play["tasks"]:
-                if task["task"]["name"] == name:
+                # Role tasks are reported as "<role> : <task>".
+                if task["task"]["name"] == name or task["task"]["name"].endswith(" : " + name):
                     out.append(task["hosts"]["localhost"])
         return out
 

@@ -97,7 +97,7 @@ def test_bad_option(ansible, registry, base):
 
 
 def test_playbook_asserts_inputs(ansible, registry, base):
-    run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {"recipe_variables": "not-a-dict",
-                                                                         "catalog_registry": registry["address"]})
+    bad = {"recipe_variables": "not-a-dict", "catalog_registry": registry["address"]}
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), bad)
     assert run.rc != 0
     assert "recipe_variables=not-a-dict" in run.result("Check the inputs")["msg"]

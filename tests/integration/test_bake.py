@@ -38,7 +38,7 @@ def serve(reference):
     """Run an image version on 127.0.0.1 and return what /version says."""
     name = "it-web-%s" % uuid.uuid4().hex[:8]
     port = free_port()
-    subprocess.run(["podman", "run", "-d", "--name", name, "-p", "127.0.0.1:%d:8080" % port,
+    subprocess.run(["podman", "run", "-d", "--tls-verify=false", "--name", name, "-p", "127.0.0.1:%d:8080" % port,
                     "-e", "INSTANCE_ID=%s" % name, reference], check=True, capture_output=True)
     try:
         return http_get_json("http://127.0.0.1:%d/version" % port), name
