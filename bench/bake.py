@@ -45,6 +45,7 @@ import uuid
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT_HOST = "127.0.0.1"
 BASE_NAME = "immutable/base"
+DEFAULT_BASE_REPOS = ("127.0.0.1:5000/" + BASE_NAME, "localhost:5000/" + BASE_NAME)
 
 REGISTRY_CONFIG = """\
 version: 0.1
@@ -209,13 +210,17 @@ def podman_images(runner):
 
 
 def find_local_base(images):
-    """A local image named .../immutable/base:TAG to copy instead of rebuilding, or None."""
+    """The default catalog's base image (127.0.0.1:5000/immutable/base:TAG, left
+    by `make demo`) in local storage, to copy instead of rebuilding; or None.
+    Images of other registries are left alone: they belong to runs (tests)
+    that may remove them at any time."""
+    found = []
     for names in images.values():
-        for name in sorted(names):
+        for name in names:
             repo, _, tag = name.rpartition(":")
-            if "@" not in name and repo.endswith("/" + BASE_NAME) and tag:
-                return name
-    return None
+            if "@" not in name and repo in DEFAULT_BASE_REPOS and tag:
+                found.append((tag.isdigit(), int(tag) if tag.isdigit() else 0, name))
+    return max(found)[2] if found else None
 
 
 def restore_storage(runner, before, prefix, digests, created_ids):
@@ -228,20 +233,22 @@ def restore_storage(runner, before, prefix, digests, created_ids):
     except BenchError as exc:
         return ["could not list images for cleanup: %s" % exc]
     for image_id, names in now.items():
-        ours = sorted(n for n in names - before.get(image_id, set())
-                      if n.startswith(prefix) or any(n.endswith("@" + d) for d in digests))
-        new_image = image_id not in before
-        if new_image and (ours or image_id in created_ids) and not (names - set(ours)):
-            rc, out, _ = runner.run(["podman", "rmi", image_id], timeout=120)
-            if rc != 0:
-                notes.append("podman rmi %s failed: %s" % (image_id[:12], out.strip()[-200:]))
-            created_ids.discard(image_id)
-            continue
+        # podman adds REPO@DIGEST for each repository an image already has
+        # when it is pulled by digest: only those, and names in our registry.
+        repos = {re.split(r"[@]|:(?=[^:/]*$)", n)[0] for n in before.get(image_id, ())}
+        pulled = {"%s@%s" % (r, d) for r in repos for d in digests}
+        ours = sorted(n for n in names - before.get(image_id, set()) if n.startswith(prefix) or n in pulled)
         for name in ours:
             rc, out, _ = runner.run(["podman", "untag", image_id, name], timeout=60)
             if rc != 0:
                 notes.append("podman untag %s %s failed: %s" % (image_id[:12], name, out.strip()[-200:]))
-    for image_id in created_ids:  # built by plain packer and gone from `podman images` already: nothing to do
+        # An image that was not there before and carries no other names is ours.
+        if image_id not in before and (ours or image_id in created_ids) and not (names - set(ours)):
+            rc, out, _ = runner.run(["podman", "rmi", image_id], timeout=120)
+            if rc != 0:
+                notes.append("podman rmi %s failed: %s" % (image_id[:12], out.strip()[-200:]))
+            created_ids.discard(image_id)
+    for image_id in created_ids:  # built by plain packer, but someone has named it since
         if image_id in now:
             notes.append("left image %s in place: it carries names the bench did not add" % image_id[:12])
     return notes
@@ -346,6 +353,8 @@ def parse_args(argv):
     p.add_argument("--full", type=int, default=3, help="full (forced) bakes (b), default 3")
     p.add_argument("--plain", type=int, default=3, help="plain packer builds (c), default 3")
     p.add_argument("--recipe", default="web", help="a recipe shipped in packer/ (default web)")
+    p.add_argument("--build-base", action="store_true",
+                   help="build the parent with playbooks/base.yml (~40 s) even if a local base image can be copied")
     p.add_argument("--results-dir", default=os.path.join(TOP, "bench", "results"))
     args = p.parse_args(argv)
     if min(args.noop, args.full, args.plain) < 1:
@@ -353,6 +362,20 @@ def parse_args(argv):
     if not os.path.isdir(os.path.join(TOP, "packer", args.recipe)):
         p.error("no recipe packer/%s" % args.recipe)
     return args
+
+
+def provisioner_settings():
+    """The environment image_bake gives Packer's ansible provisioner, from the
+    collection itself when it can be imported, else a copy of it."""
+    sys.path.insert(0, os.path.join(TOP, ".cache", "collections"))
+    try:
+        from ansible_collections.immutable.infra.plugins.module_utils._bake import PROVISIONER_ENV
+        return dict(PROVISIONER_ENV), "module_utils._bake.PROVISIONER_ENV"
+    except (ImportError, AttributeError):
+        return {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0"}, "bench copy"
+    finally:
+        sys.path.pop(0)
 
 
 def bench_env(tmp):
@@ -400,7 +423,7 @@ def main(argv=None):
 
         # The parent image: copy a local base image if there is one, else build it.
         t0 = time.monotonic()
-        local_base = find_local_base(images_before)
+        local_base = None if args.build_base else find_local_base(images_before)
         base_ref = "%s/%s:1" % (reg, BASE_NAME)
         base_how = None
         if local_base:
@@ -410,6 +433,7 @@ def main(argv=None):
             if rc != 0:
                 log("bench: copying %s failed (%s); building the base image instead" % (local_base, out.strip()[-200:]))
         if base_how is None:
+            log("bench: building the parent image with playbooks/base.yml (mmdebstrap, ~40 s)")
             check(runner, ["ansible-playbook", os.path.join(TOP, "playbooks", "base.yml"),
                            "-e", "catalog_registry=%s" % reg], "base image playbook", timeout=1800)
             base_how = "built by playbooks/base.yml"
@@ -420,35 +444,43 @@ def main(argv=None):
         check(runner, ["podman", "pull", "-q", "--tls-verify=false", parent_ref], "podman pull " + parent_ref)
         log("bench: parent %s (%s, %.1fs)" % (parent_ref, base_how, time.monotonic() - t0))
 
-        # Warm-up: the first bake in an empty catalog (not counted; shown for reference).
-        first = bake_playbook(runner, reg, args.recipe, force=False)
-        if not first["changed"]:
-            raise BenchError("the first bake in an empty registry did not bake")
-        log("bench: warm-up bake %s:%s in %.1fs (not counted)" % (args.recipe, first["version"], first["seconds"]))
-
         # Plain packer: same template, same contract variables, docker -> podman shim.
         shim = os.path.join(tmp, "shim")
         os.makedirs(shim)
         os.symlink(shutil.which("podman", path=env["PATH"]) or "/usr/bin/podman", os.path.join(shim, "docker"))
         packer_env = dict(env, PATH=shim + os.pathsep + env["PATH"])
-        packer_env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
-            first["collections_paths"] or [os.path.join(TOP, ".cache", "collections")])
+        packer_env.pop("ANSIBLE_STDOUT_CALLBACK")  # ours, for reading results; Packer gets what the bake gives it:
+        provisioner_env, provisioner_env_from = provisioner_settings()
+        packer_env.update(provisioner_env)
         recipe_dir = os.path.join(TOP, "packer", args.recipe)
 
-        # Interleaved rounds, so drift of the machine hits each case alike.
+        # Interleaved rounds (full, plain, no-op), so drift of this shared
+        # machine hits every case alike. The first full bake runs against the
+        # empty catalog ("new inputs"), the others are forced; the first also
+        # tells the collection paths the bake hands Packer (the plain build
+        # gets the same).
+        first = None
         plan = []
         for i in range(max(args.noop, args.full, args.plain)):
             plan += [c for c, n in (("full", args.full), ("plain", args.plain), ("noop", args.noop)) if i < n]
         for k, case in enumerate(plan, 1):
             if case == "plain":
+                if "ANSIBLE_COLLECTIONS_PATH" not in packer_env:
+                    packer_env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
+                        (first or {}).get("collections_paths") or [os.path.join(TOP, ".cache", "collections")])
                 r = plain_packer(runner, packer_env, recipe_dir, parent_ref, tmp, k)
                 what = "image %s" % r["image_id"]
             else:
-                r = bake_playbook(runner, reg, args.recipe, force=(case == "full"))
+                force = case == "full" and first is not None
+                r = bake_playbook(runner, reg, args.recipe, force=force)
+                if case == "full":
+                    r["kind"] = "force" if force else "new inputs"
+                    first = first or dict(r)
                 r.pop("collections_paths", None)
                 expected = case == "full"
                 r["valid"] = r["changed"] == expected
-                what = "%s:%s %s" % (args.recipe, r["version"], "baked" if r["changed"] else "unchanged")
+                what = "%s:%s %s" % (args.recipe, r["version"], "unchanged" if not r["changed"]
+                                     else "baked (%s)" % r.get("kind", "unexpectedly"))
                 if r["packer_seconds"] is not None:
                     what += ", module %.1fs, packer %.1fs" % (r["module_seconds"], r["packer_seconds"])
                 elif r["module_seconds"] is not None:
@@ -515,8 +547,9 @@ def main(argv=None):
             json.dump({
                 "timestamp": stamp, "recipe": args.recipe,
                 "repetitions": {"noop": args.noop, "full": args.full, "plain": args.plain},
-                "environment": info, "base_image": base_how, "warmup_bake": {k: v for k, v in first.items()
-                                                                           if k != "collections_paths"},
+                "environment": info, "base_image": base_how,
+                "plain_packer_env": {k: packer_env.get(k) for k in sorted(provisioner_env) + ["ANSIBLE_COLLECTIONS_PATH"]},
+                "plain_packer_env_from": provisioner_env_from,
                 "summary": stats, "inside_bake": inner, "ratios": ratios, "runs": runs,
                 "total_seconds": elapsed,
             }, f, indent=2, sort_keys=True)

@@ -2,33 +2,39 @@
 # Molecule scenario for the image roles (web, seal), offline and hermetic:
 # builds its platform image from Debian packages when missing, runs
 # `molecule test` with a throw-away HOME and a per-run instance name, and
-# removes its own instance however the run ends.
-#   scripts/test-molecule.sh [SCENARIO] [-- extra molecule test args]
+# removes its own instance however the run ends (failure, Ctrl-C, SIGTERM).
+#   scripts/test-molecule.sh [SCENARIO [MOLECULE_TEST_ARGS...]]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 
-scenario=${1:-image_roles}
+scenario=${1:-default}
 shift $(($# > 0 ? 1 : 0))
-[ "${1:-}" = "--" ] && shift
 
 export MOLECULE_BASE_IMAGE=${MOLECULE_BASE_IMAGE:-localhost/immutable-infra-molecule-base:bookworm}
-# Part of the instance name (molecule.yml): concurrent runs never share or remove each other's container.
+# Part of the instance name (molecule.yml): concurrent runs never share or remove each other's instance.
 export MOLECULE_RUN_ID="$$-${RANDOM}"
 instance="immutable-infra-molecule-${MOLECULE_RUN_ID}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/immutable-infra-molecule.XXXXXX")
 started=$SECONDS
+molecule_pid=
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$molecule_pid" ] && kill -0 "$molecule_pid" 2>/dev/null; then
+    # molecule runs in its own process group (setsid): stop it and the playbook it is running.
+    kill -TERM -- "-$molecule_pid" 2>/dev/null || true
+    wait "$molecule_pid" 2>/dev/null || true
+  fi
+  # `molecule test` destroys after a failed playbook, but not after failed tests or a signal.
   if podman container exists "$instance" 2>/dev/null; then
-    echo "test-molecule: removing instance $instance" >&2
+    echo "test-molecule: destroying instance $instance" >&2
     molecule destroy -s "$scenario" >/dev/null 2>&1 || true
-    podman rm -f --time 0 "$instance" >/dev/null 2>&1 || true
+    podman rm -f --ignore --time 0 "$instance" >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
   echo "test-molecule: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED (rc=$rc)") in $((SECONDS - started)) s" >&2
@@ -54,4 +60,10 @@ export ANSIBLE_LOCAL_TEMP="$work/ansible-tmp"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 export PY_COLORS=${PY_COLORS:-0}
 
-molecule test -s "$scenario" "$@"
+# In the background so that a signal runs the trap at once rather than after molecule ends.
+setsid molecule test -s "$scenario" "$@" </dev/null &
+molecule_pid=$!
+rc=0
+wait "$molecule_pid" || rc=$?
+molecule_pid= # reaped: its pid may be reused, never signal it again
+exit "$rc"

@@ -68,9 +68,9 @@ def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None):
     return labels
 
 
-def plan(catalog, name, fp, version=None, force=False):
+def plan(catalog, name, fp, version=None, force=False, versions=None):
     """Decide what a bake does: ('exists', facts) or ('bake', version)."""
-    versions = catalog.versions(name)
+    versions = catalog.versions(name) if versions is None else versions
     existing = catalog.find(name, fingerprint=fp, versions=versions)
     if version is not None:
         version = catalog_mod.validate_version(version)
@@ -85,6 +85,14 @@ def plan(catalog, name, fp, version=None, force=False):
     if existing is not None and not force:
         return "exists", existing
     return "bake", version or catalog_mod.next_version(v["tag"] for v in versions)
+
+
+def version_diff(repository, versions, new_version):
+    """Diff mode: the catalog's versions before and after the bake."""
+    before = ["%s:%s" % (repository, v["tag"]) for v in versions]
+    return {"before": "\n".join(before) + "\n" if before else "",
+            "after": "\n".join(before + ["%s:%s" % (repository, new_version)]) + "\n",
+            "before_header": repository, "after_header": repository}
 
 
 def find_templates(recipe_dir):
@@ -130,12 +138,14 @@ def bake_recipe(params, check_mode=False):
     paths = list(params.get("fingerprint_paths") or [])
     fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
                      params.get("collection_version"), paths, params.get("only"))
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"))
+    versions = catalog.versions(name)
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), versions)
     result = {"fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name}
     if action == "exists":
         result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
         return result
     version = what
+    result["diff"] = version_diff(catalog.repository(name), versions, version)
     bake_id = uuid.uuid4().hex[:12]
     labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
     contract_vars = {
@@ -214,12 +224,14 @@ def build_base_image(params, check_mode=False):
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
     catalog.ping()
     fp = base_fingerprint(params)
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"))
+    versions = catalog.versions(name)
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), versions)
     result = {"fingerprint": fp, "name": name, "parent": None}
     if action == "exists":
         result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
         return result
     version = what
+    result["diff"] = version_diff(catalog.repository(name), versions, version)
     labels = image_labels(version, name, fp, revision=params.get("revision"))
     argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
     if params.get("packages"):

@@ -25,7 +25,8 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
+    details: Shows the catalog's versions before and after the bake.
   idempotent:
     support: full
 options:

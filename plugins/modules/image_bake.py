@@ -36,7 +36,8 @@ attributes:
     support: full
     details: Runs C(packer validate) and reports whether a bake would happen.
   diff_mode:
-    support: none
+    support: full
+    details: Shows the catalog's versions before and after the bake.
   idempotent:
     support: full
 options:

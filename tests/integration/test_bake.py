@@ -48,10 +48,13 @@ def serve(reference):
 
 @pytest.fixture(scope="module")
 def web_v1(ansible, registry, base):
-    check = ansible.playbook(BAKE, bake_vars(registry), check=True)
+    check = ansible.playbook(BAKE, bake_vars(registry), check=True, diff=True)
     assert check.rc == 0, check.stderr
     planned = check.result("Bake the recipe")
     assert planned["changed"] is True and planned["image"] is None and planned["version"] == "1"
+    assert planned["diff"] == {"before": "", "after": "%s/web:1\n" % registry["address"],
+                               "before_header": "%s/web" % registry["address"], "after_header": "%s/web" % registry["address"]}
+    assert planned["commands"][0][:2] == ["packer", "validate"]
     assert tags(registry, "web") == [], "check mode must not push anything"
 
     run = ansible.playbook(BAKE, bake_vars(registry))
