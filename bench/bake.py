@@ -103,7 +103,7 @@ class Runner:
             raise BenchError("%s is not installed (not on PATH); run `make setup`" % argv[0])
         self.current = proc
         try:
-            text, _ = proc.communicate(timeout=timeout)
+            text, _err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop(proc)
             raise BenchError("%s timed out after %ss" % (" ".join(argv[:3]), timeout))
@@ -217,7 +217,7 @@ def find_local_base(images):
     found = []
     for names in images.values():
         for name in names:
-            repo, _, tag = name.rpartition(":")
+            repo, _sep, tag = name.rpartition(":")
             if "@" not in name and repo in DEFAULT_BASE_REPOS and tag:
                 found.append((tag.isdigit(), int(tag) if tag.isdigit() else 0, name))
     return max(found)[2] if found else None
@@ -239,12 +239,12 @@ def restore_storage(runner, before, prefix, digests, created_ids):
         pulled = {"%s@%s" % (r, d) for r in repos for d in digests}
         ours = sorted(n for n in names - before.get(image_id, set()) if n.startswith(prefix) or n in pulled)
         for name in ours:
-            rc, out, _ = runner.run(["podman", "untag", image_id, name], timeout=60)
+            rc, out, _err = runner.run(["podman", "untag", image_id, name], timeout=60)
             if rc != 0:
                 notes.append("podman untag %s %s failed: %s" % (image_id[:12], name, out.strip()[-200:]))
         # An image that was not there before and carries no other names is ours.
         if image_id not in before and (ours or image_id in created_ids) and not (names - set(ours)):
-            rc, out, _ = runner.run(["podman", "rmi", image_id], timeout=120)
+            rc, out, _err = runner.run(["podman", "rmi", image_id], timeout=120)
             if rc != 0:
                 notes.append("podman rmi %s failed: %s" % (image_id[:12], out.strip()[-200:]))
             created_ids.discard(image_id)
@@ -256,7 +256,7 @@ def restore_storage(runner, before, prefix, digests, created_ids):
 
 def remove_containers(runner, names):
     for name in sorted(names):
-        rc, _out, _ = runner.run(["podman", "container", "exists", name], timeout=60)
+        rc, _out, _err = runner.run(["podman", "container", "exists", name], timeout=60)
         if rc == 0:
             runner.run(["podman", "rm", "-f", name], timeout=120)
 
@@ -340,7 +340,7 @@ def fmt(s):
 
 def tool_version(runner, argv):
     try:
-        rc, out, _ = runner.run(argv, timeout=60)
+        rc, out, _err = runner.run(argv, timeout=60)
     except BenchError:
         return None
     return out.strip().splitlines()[0] if rc == 0 and out.strip() else None
@@ -427,7 +427,7 @@ def main(argv=None):
         base_ref = "%s/%s:1" % (reg, BASE_NAME)
         base_how = None
         if local_base:
-            rc, out, _ = runner.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+            rc, out, _err = runner.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
                                      "containers-storage:" + local_base, "docker://" + base_ref], timeout=600)
             base_how = "copied from local %s" % local_base if rc == 0 else None
             if rc != 0:
@@ -514,7 +514,7 @@ def main(argv=None):
             "revision": tool_version(runner, ["git", "-C", TOP, "describe", "--always", "--dirty"]),
             "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
         }
-        labels = {"noop": "(a) no-op bake (catalog hit)", "full": "(b) full bake (force)",
+        labels = {"noop": "(a) no-op bake (catalog hit)", "full": "(b) full bake",
                   "plain": "(c) plain packer build"}
         log()
         log("immutable.infra bake benchmark: recipe %s, %s cpus, %s, %s" % (

@@ -68,13 +68,12 @@ def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None):
     return labels
 
 
-def plan(catalog, name, fp, version=None, force=False, versions=None):
+def plan(catalog, name, fp, version=None, force=False, tags=None):
     """Decide what a bake does: ('exists', facts) or ('bake', version)."""
-    versions = catalog.versions(name) if versions is None else versions
-    existing = catalog.find(name, fingerprint=fp, versions=versions)
+    tags = catalog.list_tags(name) if tags is None else tags
     if version is not None:
         version = catalog_mod.validate_version(version)
-        same_tag = catalog.find(name, version=version, versions=versions)
+        same_tag = catalog.inspect(name, version) if version in tags else None
         if same_tag is not None and same_tag["fingerprint"] == fp and not force:
             return "exists", same_tag
         if same_tag is not None:
@@ -82,14 +81,15 @@ def plan(catalog, name, fp, version=None, force=False, versions=None):
                 "image version %s:%s already exists with other inputs (fingerprint %s); versions are immutable: "
                 "choose another version or omit it to take the next number" % (name, version, same_tag["fingerprint"])
             )
-    if existing is not None and not force:
+    existing = None if force else catalog.find_fingerprint(name, fp, tags)
+    if existing is not None:
         return "exists", existing
-    return "bake", version or catalog_mod.next_version(v["tag"] for v in versions)
+    return "bake", version or catalog_mod.next_version(tags)
 
 
-def version_diff(repository, versions, new_version):
+def version_diff(repository, tags, new_version):
     """Diff mode: the catalog's versions before and after the bake."""
-    before = ["%s:%s" % (repository, v["tag"]) for v in versions]
+    before = ["%s:%s" % (repository, t) for t in sorted(tags, key=catalog_mod.version_key)]
     return {"before": "\n".join(before) + "\n" if before else "",
             "after": "\n".join(before + ["%s:%s" % (repository, new_version)]) + "\n",
             "before_header": repository, "after_header": repository}
@@ -138,14 +138,14 @@ def bake_recipe(params, check_mode=False):
     paths = list(params.get("fingerprint_paths") or [])
     fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
                      params.get("collection_version"), paths, params.get("only"))
-    versions = catalog.versions(name)
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), versions)
+    tags = catalog.list_tags(name)
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), tags)
     result = {"fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name}
     if action == "exists":
         result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
         return result
     version = what
-    result["diff"] = version_diff(catalog.repository(name), versions, version)
+    result["diff"] = version_diff(catalog.repository(name), tags, version)
     bake_id = uuid.uuid4().hex[:12]
     labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
     contract_vars = {
@@ -224,14 +224,14 @@ def build_base_image(params, check_mode=False):
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
     catalog.ping()
     fp = base_fingerprint(params)
-    versions = catalog.versions(name)
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), versions)
+    tags = catalog.list_tags(name)
+    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), tags)
     result = {"fingerprint": fp, "name": name, "parent": None}
     if action == "exists":
         result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
         return result
     version = what
-    result["diff"] = version_diff(catalog.repository(name), versions, version)
+    result["diff"] = version_diff(catalog.repository(name), tags, version)
     labels = image_labels(version, name, fp, revision=params.get("revision"))
     argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
     if params.get("packages"):

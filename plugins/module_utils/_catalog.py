@@ -166,6 +166,20 @@ class Catalog:
             found = list(pool.map(lambda t: self.inspect(name, t), tags))
         return [v for v in found if v is not None]
 
+    def find_fingerprint(self, name, fingerprint, tags=None, batch=8):
+        """The newest version with this fingerprint, or None. Searches newest
+        first, a batch at a time: a no-op bake usually matches at once, so its
+        cost does not grow with the catalog."""
+        tags = sorted(self.list_tags(name) if tags is None else tags, key=version_key, reverse=True)
+        for start in range(0, len(tags), batch):
+            chunk = tags[start:start + batch]
+            with ThreadPoolExecutor(max_workers=len(chunk)) as pool:
+                found = list(pool.map(lambda t: self.inspect(name, t), chunk))
+            for v in found:
+                if v is not None and v["fingerprint"] == fingerprint:
+                    return v
+        return None
+
     def find(self, name, version=None, fingerprint=None, versions=None):
         """The newest version matching version and/or fingerprint, or None."""
         if version is not None and fingerprint is None and versions is None:

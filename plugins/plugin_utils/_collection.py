@@ -28,7 +28,10 @@ def collections_paths():
     provisioner finds the same collections this play uses."""
     from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-    paths = list(AnsibleCollectionConfig.collection_paths or [])
+    # The loader also lists ansible-core's internal collections and playbook-
+    # adjacent directories that may not exist: keep real, user-facing ones.
+    paths = [p for p in AnsibleCollectionConfig.collection_paths or []
+             if os.path.isdir(p) and not p.rstrip("/").endswith(os.path.join("ansible", "_internal"))]
     here = os.path.dirname(os.path.dirname(os.path.dirname(COLLECTION_ROOT)))
     if os.path.basename(os.path.dirname(os.path.dirname(COLLECTION_ROOT))) == "ansible_collections" and here not in paths:
         paths.insert(0, here)

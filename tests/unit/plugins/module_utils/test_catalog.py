@@ -66,15 +66,33 @@ def test_version_facts_from_labels():
 
 
 class FixedCatalog(catalog.Catalog):
-    """A catalog whose registry content is given: plan()'s decisions are under test, not skopeo."""
+    """A catalog whose registry content is given: plan()'s decisions and the
+    newest-first search are under test, not skopeo. Records what was inspected."""
 
     def __init__(self, versions):
         super().__init__("r:5000")
-        self._versions = [catalog.version_facts("r:5000/web", t, {"Digest": D, "Labels": {
-            catalog.LABEL_VERSION: t, catalog.LABEL_FINGERPRINT: fp}}) for t, fp in versions]
+        self.inspected = []
+        self._by_tag = {t: catalog.version_facts("r:5000/web", t, {"Digest": D, "Labels": {
+            catalog.LABEL_VERSION: t, catalog.LABEL_FINGERPRINT: fp}}) for t, fp in versions}
 
-    def versions(self, name):
-        return list(self._versions)
+    def list_tags(self, name):
+        return list(self._by_tag)
+
+    def inspect(self, name, tag_or_digest):
+        self.inspected.append(tag_or_digest)
+        return self._by_tag.get(tag_or_digest)
+
+
+def test_no_op_lookup_reads_only_the_newest_batch():
+    cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 41)])
+    assert cat.find_fingerprint("web", "f40")["version"] == "40"
+    assert sorted(cat.inspected, key=int) == [str(n) for n in range(33, 41)]
+
+
+def test_fingerprint_search_reaches_old_versions():
+    cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 41)])
+    assert cat.find_fingerprint("web", "f2")["version"] == "2"
+    assert cat.find_fingerprint("web", "nope") is None
 
 
 def test_plan_returns_the_existing_version_for_a_known_fingerprint():
