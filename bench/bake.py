@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Side-by-side benchmark of a bake, in one run:
@@ -347,7 +346,7 @@ def tool_version(runner, argv):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--noop", type=int, default=5, help="no-op bakes (a), default 5")
     p.add_argument("--full", type=int, default=3, help="full (forced) bakes (b), default 3")
@@ -427,8 +426,9 @@ def main(argv=None):
         base_ref = "%s/%s:1" % (reg, BASE_NAME)
         base_how = None
         if local_base:
-            rc, out, _err = runner.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
-                                     "containers-storage:" + local_base, "docker://" + base_ref], timeout=600)
+            copy = ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "containers-storage:" + local_base, "docker://" + base_ref]
+            rc, out, _err = runner.run(copy, timeout=600)
             base_how = "copied from local %s" % local_base if rc == 0 else None
             if rc != 0:
                 log("bench: copying %s failed (%s); building the base image instead" % (local_base, out.strip()[-200:]))

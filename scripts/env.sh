@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source this to use the checkout from a shell: `. scripts/env.sh`.
 _top=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 export PATH="$_top/.venv/bin:$PATH"

@@ -9,7 +9,7 @@ cd "$top"
 APT_PACKAGES=(
   podman runc uidmap slirp4netns containernetworking-plugins iptables
   packer docker-registry skopeo mmdebstrap haproxy
-  python3-venv git make ca-certificates curl
+  python3-venv git make ca-certificates curl shellcheck
 )
 
 missing=()

@@ -7,7 +7,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-# shellcheck source=scripts/env.sh
+# shellcheck source=SCRIPTDIR/env.sh
 . scripts/env.sh
 
 scenario=${1:-default}
@@ -22,6 +22,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/immutable-infra-molecule.XXXXXX")
 started=$SECONDS
 molecule_pid=
 
+# shellcheck disable=SC2317,SC2329 # invoked by the EXIT trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import TOP, bake_containers, free_port, tags
+from conftest import TOP, free_port, tags
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 
@@ -43,7 +43,7 @@ def serve(reference):
     try:
         return http_get_json("http://127.0.0.1:%d/version" % port), name
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
