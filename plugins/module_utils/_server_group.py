@@ -1,0 +1,227 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Server groups: N identical instances of one image version, named
+<app>-<stack>-vNNN. A new image makes a new group; the same image returns
+the group it already has. Instances are never changed: dead ones are
+replaced, surplus ones removed."""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.error import HTTPError, URLError
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+
+HEALTH_DEFAULTS = {"path": "/healthz", "port": None, "status": 200, "interval": 1.0, "healthy_threshold": 2,
+                   "timeout": 2.0}
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
+
+
+def check_name(kind, value):
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ImmutableInfraError("invalid %s %r: use 1-31 lowercase letters and digits, starting with a letter"
+                                  % (kind, value))
+    return value
+
+
+def health_spec(given, service_port):
+    """The health check with defaults filled in; raises naming the bad field."""
+    hc = dict(HEALTH_DEFAULTS)
+    unknown = set(given or {}) - set(HEALTH_DEFAULTS)
+    if unknown:
+        raise ImmutableInfraError("bad health_check: unknown field(s) %s (known: %s)"
+                                  % (", ".join(sorted(unknown)), ", ".join(sorted(HEALTH_DEFAULTS))))
+    hc.update({k: v for k, v in (given or {}).items() if v is not None})
+    if hc["port"] is None:
+        hc["port"] = service_port
+    problems = []
+    if not isinstance(hc["path"], str) or not hc["path"].startswith("/"):
+        problems.append("path must start with '/' (got %r)" % (hc["path"],))
+    for key, lo, hi, kind in (("port", 1, 65535, int), ("status", 100, 599, int),
+                              ("healthy_threshold", 1, 100, int), ("interval", 0.05, 300, float),
+                              ("timeout", 0.05, 300, float)):
+        try:
+            value = kind(hc[key])
+        except (TypeError, ValueError):
+            problems.append("%s must be a number (got %r)" % (key, hc[key]))
+            continue
+        if not lo <= value <= hi:
+            problems.append("%s must be between %s and %s (got %r)" % (key, lo, hi, hc[key]))
+        hc[key] = value
+    if problems:
+        raise ImmutableInfraError("bad health_check: " + "; ".join(problems))
+    return hc
+
+
+def spread(zones, count, existing=()):
+    """Zones for new instances: round-robin, filling the emptiest zone first."""
+    load = {z: 0 for z in zones}
+    for z in existing:
+        if z in load:
+            load[z] += 1
+    out = []
+    for _i in range(count):
+        zone = min(zones, key=lambda z: (load[z], zones.index(z)))
+        load[zone] += 1
+        out.append(zone)
+    return out
+
+
+def probe(url, timeout):
+    """HTTP status of url, or None when nothing answered."""
+    try:
+        resp = open_url(url, timeout=timeout, validate_certs=False, follow_redirects="none")
+        return resp.status
+    except HTTPError as exc:
+        return exc.code
+    except (URLError, OSError, ValueError, UrlConnectionError):
+        return None
+
+
+def health_url(instance, hc):
+    host_port = instance["ports"].get(int(hc["port"]))
+    return "http://127.0.0.1:%d%s" % (host_port, hc["path"]) if host_port else None
+
+
+def wait_healthy(platform, instances, hc, wait_timeout):
+    """Wait until every instance answered the expected status healthy_threshold
+    times in a row. Fails fast when an instance exits; names each unhealthy one."""
+    streak = {i["name"]: 0 for i in instances}
+    last = {i["name"]: None for i in instances}
+    deadline = time.monotonic() + wait_timeout
+    pending = list(instances)
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(instances)))) as pool:
+        while pending:
+            results = list(pool.map(lambda i: probe(health_url(i, hc), hc["timeout"]) if health_url(i, hc) else None,
+                                    pending))
+            for inst, status in zip(pending, results):
+                last[inst["name"]] = status
+                streak[inst["name"]] = streak[inst["name"]] + 1 if status == hc["status"] else 0
+            pending = [i for i in pending if streak[i["name"]] < hc["healthy_threshold"]]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise unhealthy_error(platform, pending, last, hc, "within %ss" % wait_timeout)
+            dead = [i for i in pending if last[i["name"]] is None and not _running(platform, i)]
+            if dead:
+                raise unhealthy_error(platform, dead, last, hc, "(it stopped running)")
+            time.sleep(hc["interval"])
+    return {i["name"]: last[i["name"]] for i in instances}
+
+
+def _running(platform, instance):
+    try:
+        return platform.instance(instance["name"])["state"] == "running"
+    except ImmutableInfraError:
+        return False
+
+
+def unhealthy_error(platform, instances, last, hc, when):
+    parts = []
+    for i in instances:
+        logs = platform.logs(i["name"], 5).replace("\n", " | ")
+        parts.append("%s (last answer: %s%s)" % (i["name"], last[i["name"]] or "none",
+                                                 "; logs: " + logs if logs else ""))
+    return ImmutableInfraError("instances not healthy %s - expected HTTP %d on port %d%s: %s"
+                               % (when, hc["status"], hc["port"], hc["path"], ", ".join(parts)),
+                               unhealthy=[i["name"] for i in instances])
+
+
+def groups_of(instances):
+    """{group name: [instances]} in sequence order."""
+    out = {}
+    for inst in sorted(instances, key=lambda i: (i["sequence"], i["name"])):
+        out.setdefault(inst["group"], []).append(inst)
+    return out
+
+
+def summary(name, instances):
+    first = instances[0] if instances else {}
+    return {
+        "name": name,
+        "app": first.get("app"), "stack": first.get("stack"), "sequence": first.get("sequence"),
+        "image": first.get("image"), "image_digest": first.get("image_digest"),
+        "image_version": first.get("image_version"),
+        "instances": [{k: i[k] for k in ("name", "zone", "state", "endpoint", "host_port", "instance_id")}
+                      for i in instances],
+    }
+
+
+def converge(platform, resolve_image, params, check_mode=False):
+    """Make the server group for params['image'] (or params['group']) as asked."""
+    app, stack = check_name("app", params["app"]), check_name("stack", params["stack"])
+    count, zones = params["count"], params["zones"] or ["zone-a"]
+    if count < 0:
+        raise ImmutableInfraError("count must be 0 or more (got %d)" % count)
+    hc = health_spec(params.get("health_check"), params["port"])
+    groups = groups_of(platform.list_instances(app=app, stack=stack))
+    target, image = None, None
+    if params.get("group"):
+        target = params["group"]
+        if target not in groups and params["state"] == "present" and not params.get("image"):
+            raise ImmutableInfraError("server group %s does not exist; give image to create one" % target)
+    if params.get("image"):
+        image = resolve_image(params["image"])
+        same = [g for g, insts in groups.items() if insts[0]["image_digest"] == image["digest"]]
+        if target is None and same:
+            target = same[-1]
+    result = {"changed": False, "created": [], "removed": [], "replaced": []}
+    if params["state"] == "absent":
+        members = groups.get(target, []) if target else []
+        result.update(changed=bool(members), group=summary(target, []) if target else None,
+                      removed=[i["name"] for i in members],
+                      diff={"before": summary(target, members) if members else {}, "after": {}})
+        if members and not check_mode:
+            platform.destroy_instances(result["removed"], params.get("stop_timeout", 5))
+        return result
+    if target is None:
+        if image is None:
+            raise ImmutableInfraError("image is required to create a server group")
+        seq = max([insts[0]["sequence"] for insts in groups.values()] or [0]) + 1
+        target = group_name(app, stack, seq)
+        members = []
+    else:
+        members = groups.get(target, [])
+        seq = members[0]["sequence"] if members else int(target.rsplit("-v", 1)[1])
+        if image is not None and members and members[0]["image_digest"] != image["digest"]:
+            raise ImmutableInfraError("server group %s runs image %s, not %s: a new image needs a new group"
+                                      % (target, members[0]["image_digest"], image["digest"]))
+        if image is None and members:
+            image = {"reference": members[0]["image"], "digest": members[0]["image_digest"],
+                     "version": members[0]["image_version"]}
+    dead = [i for i in members if i["state"] != "running"]
+    alive = [i for i in members if i["state"] == "running"]
+    surplus = alive[count:] if len(alive) > count else []
+    keep = alive[:count]
+    zones_new = spread(zones, count - len(keep), [i["zone"] for i in keep])
+    before = summary(target, members) if members else {}
+    result["replaced"] = [i["name"] for i in dead]
+    result["removed"] = [i["name"] for i in surplus]
+    result["changed"] = bool(dead or surplus or zones_new)
+    specs = [{"app": app, "stack": stack, "group": target, "sequence": seq, "image": image["reference"],
+              "image_digest": image["digest"], "image_version": image.get("version") or "", "zone": z,
+              "port": params["port"], "extra_ports": [hc["port"]] if hc["port"] != params["port"] else [],
+              "env": params.get("env") or {}} for z in zones_new]
+    if check_mode:
+        result.update(group=summary(target, keep), would_create=len(specs), diff={"before": before, "after": {
+            "name": target, "instances": len(keep) + len(specs), "image": image["reference"]}})
+        return result
+    if specs:
+        platform.pull(image["reference"])
+    created = platform.create_instances(specs)
+    result["created"] = [i["name"] for i in created]
+    if dead or surplus:
+        platform.destroy_instances([i["name"] for i in dead + surplus], params.get("stop_timeout", 5))
+    now = keep + created
+    if params.get("wait", True) and now:
+        result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout", 60))
+    result.update(group=summary(target, now), health_check=hc,
+                  diff={"before": before, "after": summary(target, now)})
+    return result

@@ -1,0 +1,218 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: server_group
+short_description: Create or remove a server group of identical instances of one image version
+version_added: 0.1.0
+description:
+  - A server group is O(count) identical instances of one image version, named C(<app>-<stack>-vNNN).
+    On the podman platform an instance is a container started from the image pinned by digest, labelled
+    with its identity, its service port published on C(127.0.0.1) only.
+  - A new image makes the next group. The same image again returns the group that already runs it,
+    unchanged when all its instances are running.
+  - Instances are never changed in place. Dead instances are replaced, surplus ones removed.
+  - The task waits until every instance answered its health check O(health_check.healthy_threshold)
+    times in a row.
+author:
+  - immutable.infra maintainers (@immutable-infra)
+extends_documentation_fragment:
+  - immutable.infra.server_group
+  - immutable.infra.registry
+  - immutable.infra.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+options:
+  image:
+    description:
+      - The image version, as in the catalog - C(web) (newest version), C(web:2), or a full reference
+        pinned by digest C(127.0.0.1:5000/web@sha256:...). Resolved to a digest in the registry.
+      - Required to create a group.
+    type: str
+  group:
+    description: An existing group by name, for example to remove it or to repair its instance count.
+    type: str
+  count:
+    description: Number of instances.
+    type: int
+    default: 1
+  zones:
+    description: Zones to spread the instances over, round-robin.
+    type: list
+    elements: str
+    default: [zone-a]
+  port:
+    description: The port the service listens on inside the instance.
+    type: int
+    default: 8080
+  env:
+    description: Extra environment of every instance. C(INSTANCE_ID) and C(ZONE) are always set.
+    type: dict
+    default: {}
+  health_check:
+    description: How an instance proves it is healthy.
+    type: dict
+    default: {}
+    suboptions:
+      path:
+        description: HTTP path.
+        type: str
+        default: /healthz
+      port:
+        description: Port inside the instance. Defaults to O(port).
+        type: int
+      status:
+        description: Expected HTTP status.
+        type: int
+        default: 200
+      interval:
+        description: Seconds between checks.
+        type: float
+        default: 1.0
+      healthy_threshold:
+        description: Consecutive good answers that make an instance healthy.
+        type: int
+        default: 2
+      timeout:
+        description: Seconds one check may take.
+        type: float
+        default: 2.0
+  wait:
+    description: Wait until the group is healthy.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait for health.
+    type: int
+    default: 60
+  stop_timeout:
+    description: Seconds an instance gets to stop before it is killed.
+    type: int
+    default: 5
+  state:
+    description: C(present) or C(absent).
+    type: str
+    default: present
+    choices: [present, absent]
+seealso:
+  - module: immutable.infra.server_group_info
+  - module: immutable.infra.traffic
+"""
+
+EXAMPLES = r"""
+- name: Run two instances of web version 2 for the prod stack
+  immutable.infra.server_group:
+    app: web
+    stack: prod
+    image: web:2
+    count: 2
+    zones: [zone-a, zone-b]
+    health_check:
+      path: /healthz
+      interval: 0.5
+  register: new_group
+
+- name: Remove an old group
+  immutable.infra.server_group:
+    app: web
+    stack: prod
+    group: web-prod-v001
+    state: absent
+"""
+
+RETURN = r"""
+group:
+  description: The server group after the task.
+  returned: always
+  type: dict
+  sample:
+    name: web-prod-v002
+    app: web
+    stack: prod
+    sequence: 2
+    image: 127.0.0.1:5000/web@sha256:ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d
+    image_digest: sha256:ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d
+    image_version: "2"
+    instances:
+      - {name: web-prod-v002-1a2b3c, zone: zone-a, state: running, endpoint: "http://127.0.0.1:40123",
+         host_port: 40123, instance_id: web-prod-v002-1a2b3c}
+created:
+  description: Instances started by this task.
+  returned: always
+  type: list
+  elements: str
+  sample: [web-prod-v002-1a2b3c]
+replaced:
+  description: Dead instances that were removed and replaced.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+removed:
+  description: Instances removed (surplus, or the whole group with O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+health:
+  description: The last health answer of each instance.
+  returned: when the task waited for health
+  type: dict
+  sample: {web-prod-v002-1a2b3c: 200}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import converge
+
+HEALTH_OPTIONS = dict(
+    path=dict(type="str", default="/healthz"),
+    port=dict(type="int"),
+    status=dict(type="int", default=200),
+    interval=dict(type="float", default=1.0),
+    healthy_threshold=dict(type="int", default=2),
+    timeout=dict(type="float", default=2.0),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app=dict(type="str", required=True),
+            stack=dict(type="str", required=True),
+            image=dict(type="str"),
+            group=dict(type="str"),
+            count=dict(type="int", default=1),
+            zones=dict(type="list", elements="str", default=["zone-a"]),
+            port=dict(type="int", default=8080),
+            env=dict(type="dict", default={}),
+            health_check=dict(type="dict", default={}, options=HEALTH_OPTIONS),
+            wait=dict(type="bool", default=True),
+            wait_timeout=dict(type="int", default=60),
+            stop_timeout=dict(type="int", default=5),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            **REGISTRY_ARGS
+        ),
+        required_one_of=[("image", "group")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    catalog = Catalog(p["registry"], p["validate_certs"])
+    platform = PodmanPlatform(validate_certs=catalog.validate_certs)
+    run_module(module, lambda: converge(platform, catalog.resolve, p, module.check_mode))
+
+
+if __name__ == "__main__":
+    main()
