@@ -5,12 +5,26 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 REGISTRY_ARGS = dict(
     registry=dict(type="str", default="127.0.0.1:5000"),
     validate_certs=dict(type="bool", aliases=["tls_verify"]),
 )
+
+ROUTER_ARGS = dict(router_dir=dict(type="path"))
+
+
+def state_dir(*parts):
+    """The project state directory ($IMMUTABLE_INFRA_STATE_DIR or ~/.local/state/immutable.infra)."""
+    base = os.environ.get("IMMUTABLE_INFRA_STATE_DIR") or os.path.expanduser("~/.local/state/immutable.infra")
+    return os.path.join(base, *parts)
+
+
+def router_dir(params):
+    return params.get("router_dir") or state_dir("router")
 
 
 def run_module(module, fn):

@@ -1,0 +1,77 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: traffic_info
+short_description: Read an app/stack endpoint's groups, weights, health and error counts from the router
+version_added: 0.1.0
+description:
+  - Reads the router live - per server group its weight, how many servers pass the router's health checks,
+    requests served, and error counts (C(hrsp_5xx) responses, C(econ) connection errors, C(eresp) response
+    errors) that release gates compare over a window.
+author:
+  - immutable.infra maintainers (@immutable-infra)
+extends_documentation_fragment:
+  - immutable.infra.server_group
+  - immutable.infra.router
+  - immutable.infra.attributes
+  - immutable.infra.attributes.INFO_MODULE
+options: {}
+seealso:
+  - module: immutable.infra.traffic
+"""
+
+EXAMPLES = r"""
+- name: Read web/prod's traffic
+  immutable.infra.traffic_info:
+    app: web
+    stack: prod
+  register: web_prod
+"""
+
+RETURN = r"""
+endpoint:
+  description: The endpoint, or null when the router does not serve this app/stack.
+  returned: always
+  type: dict
+  sample:
+    app: web
+    stack: prod
+    endpoint: http://127.0.0.1:18080
+    port: 18080
+    enabled: [web-prod-v002]
+    groups:
+      web-prod-v001: {weight: 0, healthy: 2, requests: 1200, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
+      web-prod-v002: {weight: 100, healthy: 2, requests: 10, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
+    history: []
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import endpoint_report
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(app=dict(type="str", required=True), stack=dict(type="str", required=True), **ROUTER_ARGS),
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def info():
+        check_name("app", p["app"])
+        check_name("stack", p["stack"])
+        return {"changed": False, "endpoint": endpoint_report(Router(router_dir(p)), p["app"], p["stack"])}
+
+    run_module(module, info)
+
+
+if __name__ == "__main__":
+    main()
