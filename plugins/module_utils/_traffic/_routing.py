@@ -75,10 +75,10 @@ def apply(router, platform, params, check_mode=False):
         if ep_before is None:
             return {"changed": False, "endpoint": None}
         if not check_mode:
-            router.require_running()
             del routes["endpoints"][key]
             router.write(routes)
-            router.reload()
+            if router.pid():          # a stopped router just starts without it
+                router.reload()
         return {"changed": True, "endpoint": None, "diff": {"before": ep_before, "after": {}}}
 
     wanted = {g: int(w) for g, w in (params.get("groups") or {}).items()}

@@ -1,6 +1,6 @@
 """A bounded HTTP load generator: counts failed requests while a release runs.
 
-    python3 scripts/loadgen.py --url http://127.0.0.1:18080/version --stop-file F --out result.json
+    python3 playbooks/files/loadgen.py --url http://127.0.0.1:18080/version --stop-file F --out result.json
 
 Runs until the stop file appears, --duration passes or --max-requests are
 sent, whichever comes first; every request opens a new connection so that
