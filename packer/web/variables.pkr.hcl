@@ -43,3 +43,9 @@ variable "web_port" {
     error_message = "The web_port must be between 1 and 65535."
   }
 }
+
+variable "web_healthy" {
+  type        = bool
+  description = "When false the image's /healthz answers 500 (an image that must never reach traffic)."
+  default     = true
+}
