@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 import uuid
 
 import pytest
@@ -147,3 +149,102 @@ def tags(registry, name):
 def bake_containers():
     proc = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
     return sorted(n for n in proc.stdout.split() if n.startswith("immutable-bake-"))
+
+
+# ------------------------------------------------------------------ releases
+RELEASE = os.path.join(TOP, "playbooks", "release.yml")
+ROLLBACK = os.path.join(TOP, "playbooks", "rollback.yml")
+DECOMMISSION = os.path.join(TOP, "playbooks", "decommission.yml")
+LOADGEN = os.path.join(TOP, "playbooks", "files", "loadgen.py")
+
+
+@pytest.fixture(scope="session")
+def release_images(ansible, registry, base):
+    """Four versions of the web recipe under the repository `relweb`:
+    ok1, ok2, ok3 answer /version with their message; `broken` fails /healthz."""
+    out = {}
+    for key, variables in (("ok1", {"web_message": "r1"}), ("ok2", {"web_message": "r2"}),
+                           ("ok3", {"web_message": "r3"}), ("broken", {"web_message": "rb", "web_healthy": False})):
+        run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {
+            "catalog_registry": registry["address"], "recipe": "web", "recipe_name": "relweb",
+            "recipe_variables": variables})
+        assert run.rc == 0, run.stderr
+        out[key] = run.result("Bake the recipe")["image"]
+    return out
+
+
+@pytest.fixture(scope="session")
+def apps(ansible, registry, env):
+    """Unique app names for this session; everything they ran is removed at the end,
+    and the session's router is stopped by its pid."""
+    made = []
+
+    def new(prefix="it"):
+        name = "%s%s" % (prefix, uuid.uuid4().hex[:6])
+        made.append(name)
+        return name
+
+    yield new
+    for app in made:
+        proc = subprocess.run(["podman", "ps", "-aq", "--filter", "label=infra.immutable.app=%s" % app],
+                              capture_output=True, text=True, check=False)
+        if proc.stdout.split():
+            subprocess.run(["podman", "rm", "-f", "-t", "0"] + proc.stdout.split(), capture_output=True, check=False)
+    ansible.task("immutable.infra.router", {"state": "stopped"})
+
+
+def release_vars(registry, app, image, port=None, **kw):
+    v = {"app": app, "stack": kw.pop("stack", "prod"), "image": image, "catalog_registry": registry["address"],
+         "release_count": 2, "release_verify_seconds": 1,
+         "release_health_check": {"path": "/healthz", "interval": 0.2, "healthy_threshold": 2, "timeout": 2}}
+    if port:
+        v["release_port"] = port
+    v.update(kw)
+    return v
+
+
+class Load:
+    """The load generator (playbooks/files/loadgen.py) against an endpoint, as a context manager."""
+
+    def __init__(self, workdir, url):
+        self.stop = os.path.join(workdir, "load-%s.stop" % uuid.uuid4().hex[:8])
+        self.out = self.stop + ".json"
+        self.proc = subprocess.Popen(["python3", LOADGEN, "--url", url, "--stop-file", self.stop, "--out", self.out,
+                                      "--duration", "600", "--concurrency", "3"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.report = None
+
+    def __enter__(self):
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        open(self.stop, "w").close()
+        self.proc.wait(timeout=60)
+        with open(self.out) as f:
+            self.report = json.load(f)
+        return False
+
+
+def endpoint_version(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/version" % port, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def group_names(ansible, app, stack="prod"):
+    rc, res = ansible.task("immutable.infra.server_group_info", {"app": app, "stack": stack})
+    assert rc == 0, res
+    return [g["name"] for g in res["groups"]]
+
+
+def instance_names(app, stack="prod"):
+    proc = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                           "label=infra.immutable.app=%s" % app, "--filter", "label=infra.immutable.stack=%s" % stack],
+                          capture_output=True, text=True, check=True)
+    return sorted(proc.stdout.split())
+
+
+def traffic(ansible, app, stack="prod"):
+    rc, res = ansible.task("immutable.infra.traffic_info", {"app": app, "stack": stack})
+    assert rc == 0, res
+    return res["endpoint"]

@@ -203,7 +203,7 @@ class Router:
             if os.path.exists(path):
                 os.unlink(path)
         pid = svc.start(self.argv, self.pidfile, self.log_file, self.state_dir)
-        self._wait(lambda: self.runtime.answers(), timeout, "the router did not open its runtime API")
+        self._wait(self.runtime.answers, timeout, "the router did not open its runtime API")
         return pid
 
     def stop(self):

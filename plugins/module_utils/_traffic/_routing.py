@@ -31,6 +31,11 @@ def group_of(server_name):
     return server_name.rsplit("-", 1)[0]
 
 
+def _empty_group(weight):
+    return dict({"weight": weight, "servers": [], "healthy": 0, "requests": 0, "errors": 0},
+                **{f: 0 for f in ERROR_FIELDS})
+
+
 def endpoint_report(router, app, stack):
     """Per-group health, weights and error counts of one endpoint, read live."""
     key = "%s/%s" % (app, stack)
@@ -39,8 +44,7 @@ def endpoint_report(router, app, stack):
     if ep is None:
         return None
     rows = router.runtime.stats(backend_name(app, stack)) if router.pid() else []
-    groups = {g: {"weight": w, "servers": [], "healthy": 0, "requests": 0, "errors": 0,
-                  **{f: 0 for f in ERROR_FIELDS}} for g, w in ep["groups"].items()}
+    groups = {g: _empty_group(w) for g, w in ep["groups"].items()}
     backend = {}
     for row in rows:
         if row["svname"] in ("FRONTEND", "BACKEND"):
@@ -48,8 +52,7 @@ def endpoint_report(router, app, stack):
                 backend = {"status": row["status"], "requests": _int(row["stot"]),
                            **{f: _int(row[f]) for f in ERROR_FIELDS}}
             continue
-        g = groups.setdefault(group_of(row["svname"]), {"weight": 0, "servers": [], "healthy": 0, "requests": 0,
-                                                         "errors": 0, **{f: 0 for f in ERROR_FIELDS}})
+        g = groups.setdefault(group_of(row["svname"]), _empty_group(0))
         up = row["status"].startswith("UP")
         g["servers"].append({"name": row["svname"], "status": row["status"], "weight": _int(row["weight"]),
                              "check": row.get("check_status")})

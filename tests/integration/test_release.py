@@ -1,0 +1,120 @@
+"""Releases on the embedded platform, for real: podman instances, the haproxy
+router, load during switches. Every test uses its own app (and endpoint)."""
+from __future__ import annotations
+
+import time
+
+from conftest import (DECOMMISSION, RELEASE, ROLLBACK, Load, endpoint_version, free_port, group_names,
+                      instance_names, release_vars, traffic)
+
+
+def test_release_then_same_image_is_a_no_op(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    first = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port))
+    assert first.rc == 0, first.stderr
+    assert endpoint_version(port)["message"] == "r1"
+    groups = group_names(ansible, app)
+    assert groups == ["%s-prod-v001" % app]
+    before = instance_names(app)
+    assert len(before) == 2
+
+    again = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port))
+    assert again.rc == 0 and again.changed == 0
+    assert instance_names(app) == before
+
+
+def test_release_under_load_drops_nothing_and_keeps_the_old_group_warm(
+        ansible, registry, release_images, apps, workdir):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    old_instances = instance_names(app)
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2"))
+        time.sleep(0.5)
+    assert run.rc == 0, run.stderr
+    assert load.report["failed"] == 0, load.report
+    assert set(load.report["versions"]) == {"1", "2"} and load.report["requests"] > 50
+    assert endpoint_version(port)["message"] == "r2"
+    ep = traffic(ansible, app)
+    old, new = "%s-prod-v001" % app, "%s-prod-v002" % app
+    assert ep["enabled"] == [new]
+    assert ep["groups"][old]["weight"] == 0 and ep["groups"][old]["healthy"] == 2   # disabled, running, warm
+    assert set(old_instances) < set(instance_names(app))
+
+
+def test_rollback_is_quick_and_needs_no_new_instance(ansible, registry, release_images, apps, workdir):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2")).rc == 0
+    instances = instance_names(app)
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        started = time.monotonic()
+        run = ansible.playbook(ROLLBACK, {"app": app, "stack": "prod"})
+        took = time.monotonic() - started
+    assert run.rc == 0, run.stderr
+    assert load.report["failed"] == 0
+    assert endpoint_version(port)["message"] == "r1"
+    assert instance_names(app) == instances            # nothing started: the old group was warm
+    print("rollback playbook took %.2fs" % took)
+
+    # Rolling back again goes to the group that carried traffic before: version 2.
+    assert ansible.playbook(ROLLBACK, {"app": app, "stack": "prod"}).rc == 0
+    assert endpoint_version(port)["message"] == "r2"
+
+
+def test_rollback_recreates_a_destroyed_group_from_its_recorded_image(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", release_highlander=True)).rc == 0
+    assert group_names(ansible, app) == ["%s-prod-v002" % app]
+    run = ansible.playbook(ROLLBACK, {"app": app, "stack": "prod", "catalog_registry": registry["address"]})
+    assert run.rc == 0, run.stderr
+    assert "(recreated)" in run.result("Report the rollback")["msg"]
+    assert endpoint_version(port)["message"] == "r1"
+
+
+def test_retention_keeps_the_newest_groups(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    for image in ("relweb:1", "relweb:2", "relweb:3"):
+        run = ansible.playbook(RELEASE, release_vars(registry, app, image, port, release_keep=2))
+        assert run.rc == 0, run.stderr
+    assert group_names(ansible, app) == ["%s-prod-v002" % app, "%s-prod-v003" % app]
+    ep = traffic(ansible, app)
+    assert sorted(ep["groups"]) == ["%s-prod-v002" % app, "%s-prod-v003" % app]   # v001 left the router too
+    assert endpoint_version(port)["message"] == "r3"
+
+
+def test_decommission(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2")).rc == 0
+    v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
+
+    refused = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v2})
+    assert refused.rc != 0 and "carries" in refused.result("Refuse to remove what carries traffic")["msg"]
+    assert group_names(ansible, app) == [v1, v2]
+
+    removed = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v1})
+    assert removed.rc == 0 and group_names(ansible, app) == [v2]
+    assert sorted(traffic(ansible, app)["groups"]) == [v2]
+    again = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v1})
+    assert again.rc == 0 and again.changed == 0
+
+    whole = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_force": True})
+    assert whole.rc == 0
+    assert group_names(ansible, app) == [] and instance_names(app) == []
+    assert traffic(ansible, app) is None
+
+
+def test_two_stacks_side_by_side(ansible, registry, release_images, apps):
+    app, p_prod, p_acme = apps(), free_port(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", p_prod)).rc == 0
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", p_acme, stack="acme")).rc == 0
+    assert endpoint_version(p_prod)["message"] == "r1" and endpoint_version(p_acme)["message"] == "r2"
+    prod_instances = instance_names(app, "prod")
+
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:3", stack="acme")).rc == 0
+    assert ansible.playbook(ROLLBACK, {"app": app, "stack": "acme"}).rc == 0
+    assert endpoint_version(p_acme)["message"] == "r2"
+    assert endpoint_version(p_prod)["message"] == "r1"
+    assert instance_names(app, "prod") == prod_instances
