@@ -213,15 +213,20 @@ def converge(platform, resolve_image, params, check_mode=False):
         result.update(group=summary(target, keep), would_create=len(specs), diff={"before": before, "after": {
             "name": target, "instances": len(keep) + len(specs), "image": image["reference"]}})
         return result
-    if specs:
-        platform.pull(image["reference"])
-    created = platform.create_instances(specs)
-    result["created"] = [i["name"] for i in created]
-    if dead or surplus:
-        platform.destroy_instances([i["name"] for i in dead + surplus], params.get("stop_timeout", 5))
-    now = keep + created
-    if params.get("wait", True) and now:
-        result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout", 60))
+    try:
+        if specs:
+            platform.pull(image["reference"])
+        created = platform.create_instances(specs)
+        result["created"] = [i["name"] for i in created]
+        if dead or surplus:
+            platform.destroy_instances([i["name"] for i in dead + surplus], params.get("stop_timeout", 5))
+        now = keep + created
+        if params.get("wait", True) and now:
+            result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout", 60))
+    except ImmutableInfraError as exc:
+        # Say which group failed, so that the caller can remove it.
+        exc.details.setdefault("group", {"name": target, "sequence": seq, "image": image["reference"]})
+        raise
     result.update(group=summary(target, now), health_check=hc,
                   diff={"before": before, "after": summary(target, now)})
     return result

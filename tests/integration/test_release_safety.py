@@ -1,0 +1,155 @@
+"""What must never break: a bad image never takes traffic, a second release
+waits its turn, a killed release converges when run again, and bad input
+changes nothing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import (RELEASE, ROLLBACK, TOP, Load, endpoint_version, free_port, group_names, instance_names,
+                      release_vars, traffic)
+
+
+def test_unhealthy_image_is_rolled_back_without_a_failed_request(ansible, registry, release_images, apps, workdir):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    before = instance_names(app)
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:4", release_wait_timeout=5))
+    assert run.rc != 0
+    msg = run.result("Fail with the reason")["msg"]
+    assert "rolled back" in msg and "not healthy" in msg and "traffic stays on %s-prod-v001" % app in msg
+    assert load.report["failed"] == 0 and load.report["versions"] == {"1": load.report["requests"]}
+    assert instance_names(app) == before                          # the old group untouched, the new one gone
+    assert group_names(ansible, app) == ["%s-prod-v001" % app]
+    assert traffic(ansible, app)["enabled"] == ["%s-prod-v001" % app]
+
+
+def start_release(env, extra_vars, workdir):
+    path = os.path.join(workdir, "bg-%s.json" % time.monotonic_ns())
+    with open(path, "w") as f:
+        json.dump(extra_vars, f)
+    return subprocess.Popen(["ansible-playbook", RELEASE, "-e", "@" + path], env=env, cwd=TOP,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def test_a_second_release_fails_fast_and_changes_nothing(ansible, registry, release_images, apps, env, workdir):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    lock = os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "locks", "%s-prod.lock" % app)
+    first = start_release(env, release_vars(registry, app, "relweb:2", release_verify_seconds=3), workdir)
+    try:
+        wait_for(lambda: os.path.exists(lock), 60, "the first release to take the lock")
+        started = time.monotonic()
+        second = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:3"))
+        took = time.monotonic() - started
+        assert second.rc != 0 and second.changed == 0
+        msg = second.result("Take the release lock of %s/prod" % app)["msg"]
+        assert "is locked" in msg and "pid %d" % first.pid in msg
+        print("second release refused in %.2fs" % took)
+    finally:
+        out, _err = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert not os.path.exists(lock)
+    assert endpoint_version(port)["message"] == "r2"
+
+
+def _routes(env):
+    with open(os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "router", "routes.json")) as f:
+        return json.load(f)
+
+
+KILL_POINTS = {
+    "after taking the lock": lambda app, env: os.path.exists(
+        os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "locks", "%s-prod.lock" % app)),
+    "while the new group starts": lambda app, env: any(
+        n.startswith("%s-prod-v002-" % app) for n in instance_names(app)),
+    "after the traffic switch": lambda app, env: _routes(env)["endpoints"].get(
+        "%s/prod" % app, {}).get("groups", {}).get("%s-prod-v002" % app, 0) > 0,
+}
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_killed_release_converges_when_run_again(ansible, registry, release_images, apps, env, workdir, point):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    wanted = release_vars(registry, app, "relweb:2", release_verify_seconds=3)
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        proc = start_release(env, wanted, workdir)
+        try:
+            wait_for(lambda: KILL_POINTS[point](app, env), 120, point)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        rerun = ansible.playbook(RELEASE, wanted)
+    assert rerun.rc == 0, rerun.stderr
+    assert load.report["failed"] == 0, load.report
+    assert endpoint_version(port)["message"] == "r2"
+    ep = traffic(ansible, app)
+    assert ep["enabled"] == ["%s-prod-v002" % app]
+    groups = group_names(ansible, app)
+    assert groups == ["%s-prod-v001" % app, "%s-prod-v002" % app]          # within retention (keep 2)
+    assert all(n.rsplit("-", 1)[0] in groups for n in instance_names(app))  # no orphan
+    assert len(instance_names(app)) == 4                                    # 2 per group, nothing extra
+    assert all(s["status"].startswith("UP") for g in ep["groups"].values() for s in g["servers"])
+
+
+def test_unknown_image_changes_nothing(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    before = instance_names(app)
+    for image in ("nosuchimage", "relweb:99"):
+        run = ansible.playbook(RELEASE, release_vars(registry, app, image))
+        assert run.rc != 0
+        assert "unknown image '%s'" % image in run.result("Fail with the reason")["msg"]
+        assert instance_names(app) == before
+
+
+def test_port_already_taken_changes_nothing(ansible, registry, release_images, apps):
+    app = apps()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port))
+    assert run.rc != 0
+    assert "port %d is already taken" % port in run.result("Fail with the reason")["msg"]
+    assert instance_names(app) == [] and traffic(ansible, app) is None
+
+
+def test_bad_health_check_spec_changes_nothing(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port,
+                                                 release_health_check={"path": "healthz", "interval": -1}))
+    assert run.rc != 0
+    msg = run.result("Fail with the reason")["msg"]
+    assert "bad health_check" in msg and "path must start with '/'" in msg and "interval" in msg
+    assert instance_names(app) == [] and traffic(ansible, app) is None
+
+
+def test_unknown_stack_on_rollback(ansible, apps):
+    run = ansible.playbook(ROLLBACK, {"app": apps(), "stack": "nostack"})
+    assert run.rc != 0
+    assert "has no router endpoint" in run.result("Refuse an app/stack the router does not serve")["msg"]
+
+
+def test_bad_release_inputs_are_named(ansible, registry, apps):
+    run = ansible.playbook(RELEASE, {"app": "Bad App", "stack": "prod", "image": "",
+                                     "catalog_registry": registry["address"]})
+    assert run.rc != 0
+    msg = run.result("Check the inputs")["msg"]
+    assert "app=Bad App" in msg and "image=" in msg
