@@ -22,6 +22,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--duration", type=float, default=300.0, help="hard limit in seconds")
     ap.add_argument("--max-requests", type=int, default=200000)
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds each worker waits between requests (keeps a small machine responsive)")
     ap.add_argument("--stop-file")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -62,6 +64,8 @@ def main():
                     stats["failed"] += 1
                     if len(stats["errors"]) < 10:
                         stats["errors"].append({"t": round(time.monotonic() - started, 3), "error": error})
+            if args.pause:
+                stop.wait(args.pause)
 
     threads = [threading.Thread(target=worker, daemon=True) for _i in range(args.concurrency)]
     for t in threads:

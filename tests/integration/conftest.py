@@ -210,7 +210,7 @@ class Load:
         self.stop = os.path.join(workdir, "load-%s.stop" % uuid.uuid4().hex[:8])
         self.out = self.stop + ".json"
         self.proc = subprocess.Popen(["python3", LOADGEN, "--url", url, "--stop-file", self.stop, "--out", self.out,
-                                      "--duration", "600", "--concurrency", "3"],
+                                      "--duration", "600", "--concurrency", "3", "--pause", "0.01"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.report = None
 

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name, parse_instance
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, health_spec, spread
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (parse_stat, render_config,
+                                                                                         server_weight)
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
+from ansible_collections.immutable.infra.plugins.plugin_utils import _lock
+
+
+def test_group_names_are_zero_padded():
+    assert group_name("web", "prod", 3) == "web-prod-v003"
+    assert group_of("web-prod-v003-1a2b3c") == "web-prod-v003"
+
+
+@pytest.mark.parametrize("bad", ["Web", "web-1", "", "1web", "a" * 32, None])
+def test_app_and_stack_names_are_checked(bad):
+    with pytest.raises(ImmutableInfraError, match="invalid app"):
+        check_name("app", bad)
+
+
+def test_spread_round_robin_and_fills_the_emptiest_zone():
+    assert spread(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
+    assert spread(["a", "b", "c"], 2, existing=["a", "a", "b"]) == ["c", "b"]
+    assert spread(["a"], 0) == []
+
+
+def test_health_spec_defaults_to_the_service_port():
+    hc = health_spec({"interval": 0.2}, 8080)
+    assert hc == {"path": "/healthz", "port": 8080, "status": 200, "interval": 0.2, "healthy_threshold": 2, "timeout": 2.0}
+
+
+def test_health_spec_names_every_bad_field():
+    with pytest.raises(ImmutableInfraError) as exc:
+        health_spec({"path": "x", "status": 999, "interval": 0, "healthy_threshold": "lots"}, 8080)
+    msg = exc.value.msg
+    for word in ("path must start with '/'", "status must be between", "interval must be between",
+                 "healthy_threshold must be a number"):
+        assert word in msg
+    with pytest.raises(ImmutableInfraError, match="unknown field"):
+        health_spec({"pth": "/x"}, 8080)
+
+
+@pytest.mark.parametrize("weight,servers,expected", [(100, 1, 256), (100, 2, 128), (100, 20, 13), (10, 1, 26),
+                                                     (0, 5, 0), (50, 0, 0), (1, 20, 1)])
+def test_server_weights_share_traffic_by_group_weight(weight, servers, expected):
+    assert server_weight(weight, servers) == expected
+
+
+def test_canary_share_is_close_to_the_group_weights():
+    big, small = server_weight(90, 4) * 4, server_weight(10, 1)
+    assert abs(small / (big + small) - 0.10) < 0.02
+
+
+def test_render_config_has_one_frontend_and_backend_per_endpoint(tmp_path):
+    routes = {"endpoints": {"web/prod": {"port": 18080, "groups": {"web-prod-v001": 100},
+                                         "servers": {"web-prod-v001-aa": {"address": "127.0.0.1", "port": 40001,
+                                                                          "weight": 256, "group": "web-prod-v001"}},
+                                         "health": {"path": "/healthz", "status": 200, "interval_ms": 200}},
+                            "web/acme": {"port": 18081, "groups": {}, "servers": {}, "health": {}}}}
+    text = render_config(str(tmp_path), routes)
+    assert text.count("\nfrontend ") == 2 and text.count("\nbackend ") == 2
+    assert "bind 127.0.0.1:18080" in text and "bind 127.0.0.1:18081" in text
+    assert "server web-prod-v001-aa 127.0.0.1:40001 weight 256" in text
+    assert "option httpchk GET /healthz" in text and "check inter 200ms" in text
+    assert "stats socket %s" % os.path.join(str(tmp_path), "admin.sock") in text
+
+
+def test_parse_stat():
+    csv_text = ("# pxname,svname,status,weight,stot,hrsp_5xx,econ,eresp,\n"
+                "be_web_prod,web-prod-v001-aa,UP,256,10,1,0,0,\n"
+                "be_web_prod,BACKEND,UP,256,10,1,0,0,\n")
+    rows = parse_stat(csv_text)
+    assert rows[0]["svname"] == "web-prod-v001-aa" and rows[0]["hrsp_5xx"] == "1"
+    assert rows[1]["svname"] == "BACKEND"
+
+
+def test_parse_instance_reads_identity_and_ports():
+    entry = {"Names": ["web-prod-v002-aa"], "Id": "abc", "State": "running", "Created": 1,
+             "Ports": [{"host_ip": "127.0.0.1", "container_port": 8080, "host_port": 40123, "range": 1}],
+             "Labels": {"infra.immutable.app": "web", "infra.immutable.stack": "prod",
+                        "infra.immutable.group": "web-prod-v002", "infra.immutable.sequence": "2",
+                        "infra.immutable.port": "8080", "infra.immutable.zone": "zone-b",
+                        "infra.immutable.image-digest": "sha256:x"}}
+    inst = parse_instance(entry)
+    assert inst["sequence"] == 2 and inst["host_port"] == 40123 and inst["endpoint"] == "http://127.0.0.1:40123"
+    assert inst["zone"] == "zone-b" and inst["ports"] == {8080: 40123} and inst["state"] == "running"
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    path = str(tmp_path / "locks" / "web-prod.lock")
+    assert _lock.acquire(path, os.getpid(), "release of web/prod") == (True, None)
+    assert _lock.acquire(path, os.getpid(), "release of web/prod")[0] is False      # same owner: held
+    with pytest.raises(RuntimeError, match="is locked: another run holds it .pid %d" % os.getpid()):
+        _lock.acquire(path, os.getpid() + 1, "release of web/prod")
+    assert _lock.release(path, os.getpid() + 1) is False                          # not the owner's to drop
+    assert _lock.release(path, os.getpid()) is True and not os.path.exists(path)
+    dead = 2 ** 22 + 1                                                            # above pid_max: never alive
+    assert _lock.acquire(path, dead, "x")[0] is True
+    changed, note = _lock.acquire(path, os.getpid(), "release of web/prod")
+    assert changed and "stale lock of pid %d" % dead in note
