@@ -7,8 +7,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name, parse_instance
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, health_spec, spread
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (parse_stat, render_config,
-                                                                                         server_weight)
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import parse_stat, render_config, server_weight
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
 from ansible_collections.immutable.infra.plugins.plugin_utils import _lock
 
