@@ -11,13 +11,10 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.error import HTTPError, URLError
-
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._service import http_status
 
 HEALTH_DEFAULTS = {"path": "/healthz", "port": None, "status": 200, "interval": 1.0, "healthy_threshold": 2,
                    "timeout": 2.0}
@@ -74,17 +71,6 @@ def spread(zones, count, existing=()):
     return out
 
 
-def probe(url, timeout):
-    """HTTP status of url, or None when nothing answered."""
-    try:
-        resp = open_url(url, timeout=timeout, validate_certs=False, follow_redirects="none")
-        return resp.status
-    except HTTPError as exc:
-        return exc.code
-    except (URLError, OSError, ValueError, UrlConnectionError):
-        return None
-
-
 def health_url(instance, hc):
     host_port = instance["ports"].get(int(hc["port"]))
     return "http://127.0.0.1:%d%s" % (host_port, hc["path"]) if host_port else None
@@ -99,7 +85,7 @@ def wait_healthy(platform, instances, hc, wait_timeout):
     pending = list(instances)
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(instances)))) as pool:
         while pending:
-            results = list(pool.map(lambda i: probe(health_url(i, hc), hc["timeout"]) if health_url(i, hc) else None,
+            results = list(pool.map(lambda i: http_status(health_url(i, hc), hc["timeout"]) if health_url(i, hc) else None,
                                     pending))
             for inst, status in zip(pending, results):
                 last[inst["name"]] = status
@@ -154,6 +140,13 @@ def summary(name, instances):
     }
 
 
+def _names_after(groups, target, seq):
+    """The app/stack's group names, oldest first, with target in place."""
+    seqs = {g: insts[0]["sequence"] for g, insts in groups.items() if insts}
+    seqs[target] = seq
+    return sorted(seqs, key=lambda g: (seqs[g], g))
+
+
 def converge(platform, resolve_image, params, check_mode=False):
     """Make the server group for params['image'] (or params['group']) as asked."""
     app, stack = check_name("app", params["app"]), check_name("stack", params["stack"])
@@ -176,6 +169,7 @@ def converge(platform, resolve_image, params, check_mode=False):
     if params["state"] == "absent":
         members = groups.get(target, []) if target else []
         result.update(changed=bool(members), group=summary(target, []) if target else None,
+                      groups=[g for g in groups if g != target],
                       removed=[i["name"] for i in members],
                       diff={"before": summary(target, members) if members else {}, "after": {}})
         if members and not check_mode:
@@ -210,7 +204,8 @@ def converge(platform, resolve_image, params, check_mode=False):
               "port": params["port"], "extra_ports": [hc["port"]] if hc["port"] != params["port"] else [],
               "env": params.get("env") or {}} for z in zones_new]
     if check_mode:
-        result.update(group=summary(target, keep), would_create=len(specs), diff={"before": before, "after": {
+        result.update(group=summary(target, keep), would_create=len(specs), groups=_names_after(groups, target, seq),
+                      diff={"before": before, "after": {
             "name": target, "instances": len(keep) + len(specs), "image": image["reference"]}})
         return result
     try:
@@ -227,6 +222,6 @@ def converge(platform, resolve_image, params, check_mode=False):
         # Say which group failed, so that the caller can remove it.
         exc.details.setdefault("group", {"name": target, "sequence": seq, "image": image["reference"]})
         raise
-    result.update(group=summary(target, now), health_check=hc,
+    result.update(group=summary(target, now), health_check=hc, groups=_names_after(groups, target, seq),
                   diff={"before": before, "after": summary(target, now)})
     return result

@@ -163,6 +163,12 @@ removed:
   type: list
   elements: str
   sample: []
+groups:
+  description: Names of all the app/stack's server groups after the task, oldest first.
+  returned: always
+  type: list
+  elements: str
+  sample: [web-prod-v001, web-prod-v002]
 health:
   description: The last health answer of each instance.
   returned: when the task waited for health

@@ -18,6 +18,7 @@ description:
   - Changes go through haproxy's runtime API (no reload, no dropped request) and are persisted in the router's
     routes, so a reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
   - Groups whose instances are gone are removed from the router.
+  - A stopped router is started first (see M(immutable.infra.router)).
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:

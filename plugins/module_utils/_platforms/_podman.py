@@ -105,13 +105,21 @@ class PodmanPlatform:
         except ImmutableInfraError:
             self._podman(["rm", "-f", "-t", "0", name], "podman rm", check=False)
             raise
-        return self.instance(name)
+        return name
 
     def create_instances(self, specs, workers=4):
+        """Start instances, 4 at a time; then read them all back with one podman ps."""
         if not specs:
             return []
         with ThreadPoolExecutor(max_workers=min(workers, len(specs))) as pool:
-            return list(pool.map(self.create_instance, specs))
+            names = list(pool.map(self.create_instance, specs))
+        found = {}
+        for group in sorted({s["group"] for s in specs}):
+            found.update((i["name"], i) for i in self.list_instances(group=group))
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise ImmutableInfraError("instances vanished right after they were started: %s" % ", ".join(missing))
+        return [found[n] for n in names]
 
     def destroy_instances(self, names, timeout=5):
         """Stop and remove instances (SIGTERM, then SIGKILL after timeout)."""

@@ -134,7 +134,7 @@ def apply(router, platform, params, check_mode=False):
     if check_mode:
         result["endpoint"] = None
         return result
-    router.require_running()
+    router.start()        # a no-op when it runs: routing an endpoint needs the router up
     routes["endpoints"][key] = ep_after
     if ep_before is None:
         if port_in_use("127.0.0.1", port):
