@@ -209,6 +209,8 @@ class Router:
     def stop(self):
         pid = self.pid()
         if pid:
+            if self.runtime.answers():   # so that a restart brings servers back in the state they had
+                self.runtime.save_state(os.path.join(self.state_dir, "server-state"))
             svc.stop(pid, self.argv, self.pidfile)
         return pid
 
