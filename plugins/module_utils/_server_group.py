@@ -204,9 +204,9 @@ def converge(platform, resolve_image, params, check_mode=False):
               "port": params["port"], "extra_ports": [hc["port"]] if hc["port"] != params["port"] else [],
               "env": params.get("env") or {}} for z in zones_new]
     if check_mode:
+        planned = {"name": target, "instances": len(keep) + len(specs), "image": image["reference"]}
         result.update(group=summary(target, keep), would_create=len(specs), groups=_names_after(groups, target, seq),
-                      diff={"before": before, "after": {
-            "name": target, "instances": len(keep) + len(specs), "image": image["reference"]}})
+                      diff={"before": before, "after": planned})
         return result
     try:
         if specs:
