@@ -25,189 +25,24 @@ removed again. Results also go to bench/results/bake-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT_HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (TOP, BenchError, catch_sigterm, cli, environment, fmt, ignore_signals, log,  # noqa: E402
+                     play_doc, podman_images, pull_by_digest, remove_containers, require_collection,
+                     restore_signals, restore_storage, setup, summary, tail, write_results)
+
 BASE_NAME = "immutable/base"
 DEFAULT_BASE_REPOS = ("127.0.0.1:5000/" + BASE_NAME, "localhost:5000/" + BASE_NAME)
 
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
-    enabled: true
-http:
-  addr: {addr}
-  headers:
-    X-Content-Type-Options: [nosniff]
-"""
-
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(BaseException):
-    """SIGTERM, turned into an exception so that cleanup runs."""
-
-
-def _on_sigterm(_signum, _frame):
-    raise Interrupted()
-
-
-def log(msg=""):
-    print(msg, flush=True)
-
-
-# ------------------------------------------------------------------ processes
-class Runner:
-    """Runs children in their own session, so an interrupt stops the whole
-    tree we started (ansible-playbook -> module -> packer) and nothing else."""
-
-    def __init__(self, env):
-        self.env = env
-        self.current = None
-
-    def run(self, argv, cwd=None, env=None, timeout=900, out_file=None):
-        """Return (rc, stdout_text, seconds). stdout+stderr go to out_file if given."""
-        out = open(out_file, "w") if out_file else subprocess.PIPE
-        started = time.monotonic()
-        try:
-            proc = subprocess.Popen(argv, cwd=cwd or TOP, env=env or self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        except FileNotFoundError:
-            if out_file:
-                out.close()
-            raise BenchError("%s is not installed (not on PATH); run `make setup`" % argv[0])
-        self.current = proc
-        try:
-            text, _err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(proc)
-            raise BenchError("%s timed out after %ss" % (" ".join(argv[:3]), timeout))
-        except BaseException:
-            self.stop(proc)
-            raise
-        finally:
-            self.current = None
-            if out_file:
-                out.close()
-        seconds = time.monotonic() - started
-        if out_file:
-            with open(out_file) as f:
-                text = f.read()
-        return proc.returncode, text or "", seconds
-
-    @staticmethod
-    def stop(proc, grace=60):
-        """SIGINT to the child's own process group (Packer cleans up its build
-        container on interrupt), then SIGKILL if it does not finish."""
-        if proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def check(runner, argv, what, **kw):
-    rc, out, _s = runner.run(argv, **kw)
-    if rc != 0:
-        tail = " | ".join(out.strip().splitlines()[-5:])
-        raise BenchError("%s failed (rc=%s): %s" % (what, rc, tail))
-    return out
-
-
-# ------------------------------------------------------------------ registry
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((PORT_HOST, 0))
-        return s.getsockname()[1]
-
-
-class Registry:
-    def __init__(self, state_dir, env):
-        self.dir = os.path.join(state_dir, "registry")
-        self.env = env
-        self.proc = None
-        self.port = None
-
-    @property
-    def address(self):
-        return "%s:%d" % (PORT_HOST, self.port)
-
-    def start(self):
-        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
-        for _attempt in range(3):
-            self.port = free_port()
-            config = os.path.join(self.dir, "config.yml")
-            with open(config, "w") as f:
-                f.write(REGISTRY_CONFIG.format(data=os.path.join(self.dir, "data"), addr=self.address))
-            logf = open(os.path.join(self.dir, "registry.log"), "a")
-            try:
-                self.proc = subprocess.Popen(["docker-registry", "serve", config], env=self.env, stdout=logf,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-            except FileNotFoundError:
-                raise BenchError("docker-registry is not installed; run `make setup`")
-            finally:
-                logf.close()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with urllib.request.urlopen("http://%s/v2/" % self.address, timeout=2) as resp:
-                        if resp.status == 200:
-                            return
-                except OSError:
-                    time.sleep(0.1)
-            self.stop()  # port taken meanwhile, or too slow: try another port
-        raise BenchError("the bench registry did not start; see %s/registry.log" % self.dir)
-
-    def stop(self):
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # by pid: only the registry this script started
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
 
 # ------------------------------------------------------------- podman storage
-def podman_images(runner):
-    """{image id: set of names} of local podman storage."""
-    out = check(runner, ["podman", "images", "--format", "json"], "podman images")
-    return {i["Id"]: set(i.get("Names") or []) for i in json.loads(out or "[]")}
-
-
 def find_local_base(images):
     """The default catalog's base image (127.0.0.1:5000/immutable/base:TAG, left
     by `make demo`) in local storage, to copy instead of rebuilding; or None.
@@ -222,44 +57,6 @@ def find_local_base(images):
     return max(found)[2] if found else None
 
 
-def restore_storage(runner, before, prefix, digests, created_ids):
-    """Undo what the bench did to local storage: names under our registry,
-    repo@digest names podman added to pre-existing images when we pulled by
-    digest, the images Packer built."""
-    notes = []
-    try:
-        now = podman_images(runner)
-    except BenchError as exc:
-        return ["could not list images for cleanup: %s" % exc]
-    for image_id, names in now.items():
-        # podman adds REPO@DIGEST for each repository an image already has
-        # when it is pulled by digest: only those, and names in our registry.
-        repos = {re.split(r"[@]|:(?=[^:/]*$)", n)[0] for n in before.get(image_id, ())}
-        pulled = {"%s@%s" % (r, d) for r in repos for d in digests}
-        ours = sorted(n for n in names - before.get(image_id, set()) if n.startswith(prefix) or n in pulled)
-        for name in ours:
-            rc, out, _err = runner.run(["podman", "untag", image_id, name], timeout=60)
-            if rc != 0:
-                notes.append("podman untag %s %s failed: %s" % (image_id[:12], name, out.strip()[-200:]))
-        # An image that was not there before and carries no other names is ours.
-        if image_id not in before and (ours or image_id in created_ids) and not (names - set(ours)):
-            rc, out, _err = runner.run(["podman", "rmi", image_id], timeout=120)
-            if rc != 0:
-                notes.append("podman rmi %s failed: %s" % (image_id[:12], out.strip()[-200:]))
-            created_ids.discard(image_id)
-    for image_id in created_ids:  # built by plain packer, but someone has named it since
-        if image_id in now:
-            notes.append("left image %s in place: it carries names the bench did not add" % image_id[:12])
-    return notes
-
-
-def remove_containers(runner, names):
-    for name in sorted(names):
-        rc, _out, _err = runner.run(["podman", "container", "exists", name], timeout=60)
-        if rc == 0:
-            runner.run(["podman", "rm", "-f", name], timeout=120)
-
-
 # ---------------------------------------------------------------- the cases
 def bake_playbook(runner, registry, recipe, force):
     argv = ["ansible-playbook", os.path.join(TOP, "playbooks", "bake.yml"),
@@ -267,10 +64,10 @@ def bake_playbook(runner, registry, recipe, force):
     if force:
         # -e bake_force=true would pass the string "true"; the play wants a bool.
         argv += ["-e", json.dumps({"bake_force": True})]
-    rc, out, seconds = runner.run(argv)
+    rc, out, err, seconds = runner.run(argv)
     result = bake_result(out)
     if rc != 0 or result is None:
-        msg = (result or {}).get("msg") or " | ".join(out.strip().splitlines()[-5:])
+        msg = (result or {}).get("msg") or tail(out, err)
         raise BenchError("bake playbook failed (rc=%s): %s" % (rc, msg))
     image = result.get("image") or {}
     return {
@@ -287,13 +84,7 @@ def bake_playbook(runner, registry, recipe, force):
 
 def bake_result(stdout):
     """The image_bake task's result from ansible.posix.json callback output."""
-    start = stdout.find("{")
-    if start < 0:
-        return None
-    try:
-        doc = json.loads(stdout[start:])
-    except ValueError:
-        return None
+    doc = play_doc(stdout) or {}
     for play in doc.get("plays", []):
         for task in play.get("tasks", []):
             if task.get("task", {}).get("name") == "Bake the recipe":
@@ -317,32 +108,12 @@ def plain_packer(runner, env, recipe_dir, parent_ref, workdir, index):
             "-var-file=%s" % var_file, "."]
     out_file = os.path.join(workdir, "plain-%d.log" % index)
     runner.build_names.add(build_name)
-    rc, out, seconds = runner.run(argv, cwd=recipe_dir, env=env, out_file=out_file)
+    rc, out, _err, seconds = runner.run(argv, cwd=recipe_dir, env=env, out_file=out_file)
     ids = [m.group(1) for m in re.finditer(r"^\d+,[^,]*,artifact,\d+,id,(?:sha256:)?([0-9a-f]{64})\s*$", out, re.M)]
     runner.created_ids.update(ids)
     if rc != 0 or not ids:
         raise BenchError("plain packer build failed (rc=%s), see %s" % (rc, out_file))
     return {"seconds": round(seconds, 3), "image_id": ids[-1][:12]}
-
-
-# --------------------------------------------------------------------- report
-def summary(values):
-    if not values:
-        return None
-    return {"n": len(values), "median": round(statistics.median(values), 3),
-            "min": round(min(values), 3), "max": round(max(values), 3)}
-
-
-def fmt(s):
-    return "%7.2fs" % s if s is not None else "      -"
-
-
-def tool_version(runner, argv):
-    try:
-        rc, out, _err = runner.run(argv, timeout=60)
-    except BenchError:
-        return None
-    return out.strip().splitlines()[0] if rc == 0 and out.strip() else None
 
 
 def parse_args(argv):
@@ -377,43 +148,19 @@ def provisioner_settings():
         sys.path.pop(0)
 
 
-def bench_env(tmp):
-    env = dict(os.environ)
-    venv_bin = os.path.join(TOP, ".venv", "bin")
-    if os.path.isdir(venv_bin):
-        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    env.update({
-        "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
-        "CONTAINERS_CONF": os.path.join(TOP, ".cache", "containers", "containers.conf"),
-        "CONTAINERS_REGISTRIES_CONF": os.path.join(TOP, ".cache", "containers", "registries.conf"),
-        "CHECKPOINT_DISABLE": "1",
-        "HOME": os.path.join(tmp, "home"),
-        "IMMUTABLE_INFRA_STATE_DIR": os.path.join(tmp, "state"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_NOCOLOR": "1",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-    })
-    for d in (env["HOME"], env["IMMUTABLE_INFRA_STATE_DIR"]):
-        os.makedirs(d, exist_ok=True)
-    return env
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if not os.path.isdir(os.path.join(TOP, ".cache", "collections", "ansible_collections", "immutable", "infra")):
-        raise BenchError("the collection link is missing; run `make setup` first")
+    require_collection()
     wall_started = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="immutable-infra-bench-")
-    env = bench_env(tmp)
-    runner = Runner(env)
+    # A longer default timeout than release.py's, and a minute for Packer to
+    # remove its build container when interrupted.
+    tmp, env, runner, registry = setup("immutable-infra-bench-", timeout=900, grace=60)
     runner.build_names, runner.created_ids = set(), set()
-    registry = Registry(env["IMMUTABLE_INFRA_STATE_DIR"], env)
     images_before = None
     digests = set()
     runs = []
     info = {}
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    catch_sigterm()
     try:
         registry.start()
         reg = registry.address
@@ -428,20 +175,18 @@ def main(argv=None):
         if local_base:
             copy = ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
                     "containers-storage:" + local_base, "docker://" + base_ref]
-            rc, out, _err = runner.run(copy, timeout=600)
+            rc, out, err, _s = runner.run(copy, timeout=600)
             base_how = "copied from local %s" % local_base if rc == 0 else None
             if rc != 0:
-                log("bench: copying %s failed (%s); building the base image instead" % (local_base, out.strip()[-200:]))
+                log("bench: copying %s failed (%s); building the base image instead" % (
+                    local_base, (err or out).strip()[-200:]))
         if base_how is None:
             log("bench: building the parent image with playbooks/base.yml (mmdebstrap, ~40 s)")
-            check(runner, ["ansible-playbook", os.path.join(TOP, "playbooks", "base.yml"),
-                           "-e", "catalog_registry=%s" % reg], "base image playbook", timeout=1800)
+            runner.check(["ansible-playbook", os.path.join(TOP, "playbooks", "base.yml"),
+                          "-e", "catalog_registry=%s" % reg], "base image playbook", timeout=1800)
             base_how = "built by playbooks/base.yml"
-        digest = check(runner, ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
-                                "docker://" + base_ref], "skopeo inspect").strip()
+        parent_ref, digest = pull_by_digest(runner, reg, BASE_NAME, "1")
         digests.add(digest)
-        parent_ref = "%s/%s@%s" % (reg, BASE_NAME, digest)
-        check(runner, ["podman", "pull", "-q", "--tls-verify=false", parent_ref], "podman pull " + parent_ref)
         log("bench: parent %s (%s, %.1fs)" % (parent_ref, base_how, time.monotonic() - t0))
 
         # Plain packer: same template, same contract variables, docker -> podman shim.
@@ -507,13 +252,7 @@ def main(argv=None):
             "full_packer_over_plain": (round(inner["full_packer"]["median"] / med["plain"], 3)
                                        if inner["full_packer"] and med["plain"] else None),
         }
-        info = {
-            "packer": tool_version(runner, ["packer", "version"]),
-            "podman": tool_version(runner, ["podman", "version", "--format", "{{.Client.Version}}"]),
-            "ansible_core": tool_version(runner, ["ansible-playbook", "--version"]),
-            "revision": tool_version(runner, ["git", "-C", TOP, "describe", "--always", "--dirty"]),
-            "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-        }
+        info = environment(runner, {"packer": ["packer", "version"]})
         labels = {"noop": "(a) no-op bake (catalog hit)", "full": "(b) full bake",
                   "plain": "(c) plain packer build"}
         log()
@@ -522,7 +261,8 @@ def main(argv=None):
         log("%-30s %3s %8s %8s %8s" % ("case (wall time)", "n", "median", "min", "max"))
         for c in ("noop", "full", "plain"):
             s = stats[c] or {}
-            log("%-30s %3s %s %s %s" % (labels[c], s.get("n", 0), fmt(s.get("median")), fmt(s.get("min")), fmt(s.get("max"))))
+            log("%-30s %3s %s %s %s" % (labels[c], s.get("n", 0), fmt(s.get("median"), width=8),
+                                        fmt(s.get("min"), width=8), fmt(s.get("max"), width=8)))
         if inner["full_module"] and inner["full_packer"]:
             log("inside (b), module's own figures: module %.2fs, of which packer %.2fs" % (
                 inner["full_module"]["median"], inner["full_packer"]["median"]))
@@ -539,26 +279,17 @@ def main(argv=None):
         if invalid:
             log("note: %d run(s) did not do what their case means and were not counted" % len(invalid))
 
-        elapsed = round(time.monotonic() - wall_started, 1)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        os.makedirs(args.results_dir, exist_ok=True)
-        path = os.path.join(args.results_dir, "bake-%s.json" % stamp)
-        with open(path, "w") as f:
-            json.dump({
-                "timestamp": stamp, "recipe": args.recipe,
-                "repetitions": {"noop": args.noop, "full": args.full, "plain": args.plain},
-                "environment": info, "base_image": base_how,
-                "plain_packer_env": {k: packer_env.get(k) for k in sorted(provisioner_env) + ["ANSIBLE_COLLECTIONS_PATH"]},
-                "plain_packer_env_from": provisioner_env_from,
-                "summary": stats, "inside_bake": inner, "ratios": ratios, "runs": runs,
-                "total_seconds": elapsed,
-            }, f, indent=2, sort_keys=True)
-            f.write("\n")
-        log("results: %s (total %.0fs)" % (os.path.relpath(path, os.getcwd()), elapsed))
+        write_results(args.results_dir, "bake", {
+            "recipe": args.recipe,
+            "repetitions": {"noop": args.noop, "full": args.full, "plain": args.plain},
+            "environment": info, "base_image": base_how,
+            "plain_packer_env": {k: packer_env.get(k) for k in sorted(provisioner_env) + ["ANSIBLE_COLLECTIONS_PATH"]},
+            "plain_packer_env_from": provisioner_env_from,
+            "summary": stats, "inside_bake": inner, "ratios": ratios, "runs": runs,
+        }, round(time.monotonic() - wall_started, 1))
         return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)  # let cleanup finish
+        ignore_signals()
         try:
             # Build containers left by an interrupted run: the plain ones by name,
             # the bake's by the names Packer wrote to this bench's own bake logs.
@@ -576,16 +307,8 @@ def main(argv=None):
         finally:
             registry.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            restore_signals()
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print("bench: error: %s" % exc, file=sys.stderr)
-        sys.exit(1)
-    except (KeyboardInterrupt, Interrupted):
-        print("bench: interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
+    cli(main)
