@@ -7,7 +7,7 @@ export CONTAINERS_CONF := $(TOP)/.cache/containers/containers.conf
 export CONTAINERS_REGISTRIES_CONF := $(TOP)/.cache/containers/registries.conf
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-molecule bench registry-stop
+.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-molecule bench bench-release registry-stop
 
 setup:
 	@scripts/setup.sh
@@ -25,6 +25,9 @@ test-unit test-sanity test-lint test-packer test-integration test-molecule: setu
 
 bench: setup
 	python3 bench/bake.py
+
+bench-release: setup
+	python3 bench/release.py
 
 registry-stop: setup
 	ansible-playbook playbooks/registry.yml -e registry_state=stopped
