@@ -7,13 +7,13 @@ the ansible-playbook process (the parent of this worker)."""
 from __future__ import annotations
 
 import os
-import re
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name
 from ansible_collections.immutable.infra.plugins.plugin_utils import _lock
-
-_NAME = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 
 
 class ActionModule(ActionBase):
@@ -24,14 +24,14 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = self._task.args
         app, stack, state = args.get("app"), args.get("stack"), args.get("state", "present")
-        for kind, value in (("app", app), ("stack", stack)):
-            if not isinstance(value, str) or not _NAME.match(value):
-                return dict(result, failed=True, msg="invalid %s %r" % (kind, value))
+        try:
+            check_name("app", app)
+            check_name("stack", stack)
+        except ImmutableInfraError as exc:
+            return dict(result, failed=True, msg=exc.msg)
         if state not in ("present", "absent"):
             return dict(result, failed=True, msg="state must be present or absent, not %r" % (state,))
-        base = args.get("lock_dir") or os.path.join(
-            os.environ.get("IMMUTABLE_INFRA_STATE_DIR") or os.path.expanduser("~/.local/state/immutable.infra"), "locks")
-        path = os.path.join(base, "%s-%s.lock" % (app, stack))
+        path = os.path.join(args.get("lock_dir") or state_dir("locks"), "%s-%s.lock" % (app, stack))
         owner = os.getppid()
         result["lock_file"] = path
         if self._task.check_mode:

@@ -180,18 +180,6 @@ class Catalog:
                     return v
         return None
 
-    def find(self, name, version=None, fingerprint=None, versions=None):
-        """The newest version matching version and/or fingerprint, or None."""
-        if version is not None and fingerprint is None and versions is None:
-            return self.inspect(name, version)
-        for v in reversed(versions if versions is not None else self.versions(name)):
-            if version is not None and v["tag"] != str(version):
-                continue
-            if fingerprint is not None and v["fingerprint"] != fingerprint:
-                continue
-            return v
-        return None
-
     def resolve(self, ref):
         """Resolve a parent reference (name, name:tag, name@digest, with or
         without registry) to version facts; a bare name means its newest version."""

@@ -249,9 +249,3 @@ class Router:
             if time.monotonic() > deadline:
                 raise ImmutableInfraError(msg)
             time.sleep(0.05)
-
-    def require_running(self):
-        if not self.pid() or not self.runtime.answers():
-            raise ImmutableInfraError(
-                "the router is not running (state directory %s); start it with the immutable.infra.router role "
-                "or playbooks/router.yml" % self.state_dir)
