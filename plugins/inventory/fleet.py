@@ -9,8 +9,9 @@ name: fleet
 short_description: The fleet of server groups as inventory, one host per instance container
 version_added: 0.1.0
 description:
-  - Reads every podman container that belongs to a server group (label C(infra.immutable.group)) with a single
-    C(podman ps -a --format json) and makes each one a host named by its instance id (the container name).
+  - Reads every podman container that belongs to a server group (label C(infra.immutable.group)) through the
+    podman platform code the release modules use (one C(podman ps -a --format json)) and makes each one a host
+    named by its instance id (the container name).
   - Hosts connect with P(containers.podman.podman#connection), so ad-hoc read-only checks run inside the instances.
     One C(podman container inspect) of the selected instances finds the user each container runs as; a non-root
     user becomes C(ansible_user), because the connection can only run modules as a non-root user it knows of.
@@ -105,13 +106,12 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.unsafe_proxy import wrap_var
 
-from ansible_collections.immutable.infra.plugins.module_utils._fleet import (
-    container_name, container_users, fleet, group_names, list_containers, load_router_state, select,
-)
+from ansible_collections.immutable.infra.plugins.module_utils._fleet import fleet, group_names, load_router_state, select
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
-# What the cache keeps of each container: all the grouping needs (User comes from inspect).
-_CACHED_KEYS = ("Id", "Names", "State", "Labels", "Ports")
+# What the cache keeps of each instance: all the grouping needs (ports by number would not survive JSON).
+_UNCACHED = ("ports",)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -125,14 +125,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
 
-        containers = self._containers(path, cache)
+        instances = self._instances(path, cache)
         weights = None
         if self.get_option("router_state_file"):
             weights, why_not = load_router_state(self.get_option("router_state_file"))
             if why_not:
                 self.display.warning(why_not)
 
-        data = fleet(containers, filters=self.get_option("filters"), weights=weights)
+        data = fleet(instances, filters=self.get_option("filters"), weights=weights,
+                     users={i["name"]: i.get("user", "") for i in instances})
         podman = self.get_option("podman_path")
         strict = self.get_option("strict")
         for name, hostvars in data["hosts"].items():
@@ -150,8 +151,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)
 
-    def _containers(self, path, cache):
-        """The selected instance containers with their users, from the inventory cache when allowed and present."""
+    def _instances(self, path, cache):
+        """The selected instances with their users, read by the platform code, or from the inventory cache."""
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option("cache")
         if use_cache and cache:
@@ -159,15 +160,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 return self._cache[cache_key]
             except KeyError:
                 pass
-        podman = self.get_option("podman_path")
+        platform = PodmanPlatform(podman=self.get_option("podman_path"))
         try:
-            containers = select(list_containers(podman), self.get_option("filters"))
-            users = container_users([container_name(c) for c in containers], podman)
+            instances = select(platform.list_instances(), self.get_option("filters"))
+            users = platform.users([i["name"] for i in instances])
         except ImmutableInfraError as exc:
             detail = (exc.stderr or "").strip()
             raise AnsibleParserError("fleet inventory: %s%s" % (exc.msg, ("\n" + detail) if detail else ""))
-        containers = [dict({k: c[k] for k in _CACHED_KEYS if k in c}, User=users.get(container_name(c), ""))
-                      for c in containers]
+        instances = [dict({k: v for k, v in i.items() if k not in _UNCACHED}, user=users.get(i["name"], ""))
+                     for i in instances]
         if use_cache:
-            self._cache[cache_key] = containers
-        return containers
+            self._cache[cache_key] = instances
+        return instances

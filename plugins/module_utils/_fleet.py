@@ -1,12 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The fleet as inventory data: instances read from podman labels, grouped.
+"""The fleet as inventory data: instances (as the platform code reads them)
+grouped into Ansible groups.
 
-Pure functions over the output of `podman ps -a --format json` (plus the
-configured user of the selected instances, from one batched `podman container
-inspect`), so the inventory plugin stays thin and the grouping is testable
-with a captured fixture. Traffic state is not in the labels; it comes from
+Pure functions over the platform's instance dicts (`PodmanPlatform.list_instances`
+and `users`), so the inventory plugin stays thin and the grouping is testable
+with captured podman output. Traffic state is not in the labels; it comes from
 the router's state file (group -> weight) when there is one.
 """
 
@@ -15,94 +15,26 @@ from __future__ import annotations
 import json
 import re
 
-from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+from ansible_collections.immutable.infra.plugins.module_utils._names import label
 
-LABEL_PREFIX = "infra.immutable."
-# Every instance container carries these (set by the platform code).
-LABELS = ("app", "stack", "group", "sequence", "image", "image-digest", "image-version",
-          "zone", "instance-id", "port")
-# Label -> hostvar; sequence and port become integers.
+# Instance field -> hostvar (identity fields as the platform parses them).
 _HOSTVARS = {
     "app": "immutable_app",
     "stack": "immutable_stack",
     "group": "immutable_group",
     "sequence": "immutable_sequence",
     "image": "immutable_image",
-    "image-digest": "immutable_image_digest",
-    "image-version": "immutable_image_version",
+    "image_digest": "immutable_image_digest",
+    "image_version": "immutable_image_version",
     "zone": "immutable_zone",
     "port": "immutable_port",
+    "endpoint": "immutable_endpoint",
 }
-_INT_LABELS = ("sequence", "port")
-# Published on every interface: reach it on loopback.
-_ANY_ADDRESS = ("", "0.0.0.0", "::")
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 TRAFFIC_ENABLED = "enabled"
 TRAFFIC_DISABLED = "disabled"
 TRAFFIC_UNROUTED = "unrouted"
-
-
-def ps_argv(podman="podman"):
-    """The one podman call the fleet is read with: every container that belongs to a server group."""
-    return [podman, "ps", "-a", "--format", "json", "--filter", "label=%sgroup" % LABEL_PREFIX]
-
-
-def parse_ps(stdout):
-    """The containers from `podman ps --format json` output (podman prints nothing or null for none)."""
-    text = (stdout or "").strip()
-    if not text:
-        return []
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ImmutableInfraError("podman ps printed invalid JSON: %s" % exc, stdout=stdout)
-    if doc is None:
-        return []
-    if not isinstance(doc, list):
-        raise ImmutableInfraError("podman ps printed %s, expected a list of containers" % type(doc).__name__,
-                                  stdout=stdout)
-    return [c for c in doc if isinstance(c, dict)]
-
-
-def list_containers(podman="podman", timeout=120):
-    """Every server-group container on this host, as podman reports them."""
-    _rc, out, _err = run(ps_argv(podman), timeout=timeout, what="podman ps")
-    return parse_ps(out)
-
-
-def inspect_argv(podman, names):
-    return [podman, "container", "inspect", "--format", "json"] + list(names)
-
-
-def parse_users(stdout):
-    """{container name: configured user ('' for the image default)} from `podman container inspect --format json`."""
-    try:
-        doc = json.loads(stdout or "[]")
-    except ValueError:
-        return {}
-    users = {}
-    for c in doc if isinstance(doc, list) else []:
-        if isinstance(c, dict) and c.get("Name"):
-            users[c["Name"]] = str((c.get("Config") or {}).get("User") or "")
-    return users
-
-
-def container_users(names, podman="podman", timeout=120):
-    """The configured user of each named container, in one call.
-
-    A container removed since `podman ps` makes podman exit non-zero but
-    still print the others, so only a call that yields nothing is an error.
-    """
-    if not names:
-        return {}
-    rc, out, err = run(inspect_argv(podman, names), check=False, timeout=timeout, what="podman container inspect")
-    users = parse_users(out)
-    if rc != 0 and not users:
-        detail = (err or out).strip().splitlines()
-        raise ImmutableInfraError("podman container inspect failed (rc=%d): %s" % (rc, detail[-1] if detail else "no output"),
-                                  cmd=inspect_argv(podman, names), rc=rc, stdout=out, stderr=err)
-    return users
 
 
 def is_root(user):
@@ -129,84 +61,24 @@ def sanitize(name):
     return _UNSAFE_GROUP_CHARS.sub("_", str(name))
 
 
-def container_name(container):
-    """The container's name (podman 4 lists Names; older formats give a string)."""
-    names = container.get("Names")
-    if isinstance(names, list):
-        names = names[0] if names else None
-    return names or container.get("Name") or None
+def instance(inst, user=None):
+    """(name, hostvars) of one instance, or None when it is not one (no group label or name).
 
-
-def published_port(ports, container_port, protocol="tcp"):
-    """(host address, host port) that publishes container_port/protocol, or None.
-
-    podman 4.3 lists mappings as {host_ip, container_port, host_port, range,
-    protocol}; a range maps container_port+i to host_port+i.
+    Identity fields the instance does not carry (0 for sequence and port) give no hostvar.
     """
-    try:
-        wanted = int(container_port)
-    except (TypeError, ValueError):
+    name = inst.get("name")
+    if not name or not inst.get("group"):
         return None
-    for mapping in ports or []:
-        if not isinstance(mapping, dict) or (mapping.get("protocol") or "tcp") != protocol:
-            continue
-        try:
-            first = int(mapping["container_port"])
-            host_first = int(mapping["host_port"])
-            count = int(mapping.get("range") or 1)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if first <= wanted < first + count and host_first:
-            return (mapping.get("host_ip") or "", host_first + wanted - first)
-    return None
-
-
-def endpoint(ports, container_port):
-    """http://ADDRESS:PORT where the instance's service is published, or None."""
-    found = published_port(ports, container_port)
-    if not found:
-        return None
-    address, port = found
-    if address in _ANY_ADDRESS:
-        address = "127.0.0.1"
-    elif ":" in address:
-        address = "[%s]" % address
-    return "http://%s:%d" % (address, port)
-
-
-def _int_or_raw(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def instance(container):
-    """(name, hostvars) of one instance container, or None when it is not one (no group label or name)."""
-    labels = container.get("Labels") or {}
-    name = container_name(container)
-    if not name or not labels.get(LABEL_PREFIX + "group"):
-        return None
-    hostvars = connection_vars(name, container.get("User"))
-    hostvars.update({
-        "immutable_instance_id": labels.get(LABEL_PREFIX + "instance-id") or name,
-        "immutable_state": str(container.get("State") or "unknown").lower(),
-        "immutable_labels": dict(labels),
+    hv = connection_vars(name, user)
+    hv.update({
+        "immutable_instance_id": inst.get("instance_id") or name,
+        "immutable_state": str(inst.get("state") or "unknown").lower(),
+        "immutable_labels": dict(inst.get("labels") or {}),
     })
-    for label, var in _HOSTVARS.items():
-        value = labels.get(LABEL_PREFIX + label)
-        if value in (None, ""):
-            continue
-        hostvars[var] = _int_or_raw(value) if label in _INT_LABELS else value
-    url = endpoint(container.get("Ports"), hostvars.get("immutable_port"))
-    if url:
-        hostvars["immutable_endpoint"] = url
-    return name, hostvars
-
-
-def _label_key(key):
-    key = str(key)
-    return key if "." in key else LABEL_PREFIX + key
+    for key, var in _HOSTVARS.items():
+        if inst.get(key) not in (None, "", 0):
+            hv[var] = inst[key]
+    return name, hv
 
 
 def matches(labels, filters):
@@ -216,7 +88,7 @@ def matches(labels, filters):
     """
     labels = labels or {}
     for key, wanted in (filters or {}).items():
-        have = labels.get(_label_key(key))
+        have = labels.get(label(key))
         if have is None:
             return False
         choices = wanted if isinstance(wanted, (list, tuple)) else [wanted]
@@ -295,34 +167,30 @@ def _order(item):
             seq if isinstance(seq, int) else -1, name)
 
 
-def select(containers, filters=None):
-    """The containers that are server-group instances matching filters."""
-    return [c for c in containers
-            if instance(c) is not None and matches(c.get("Labels"), filters)]
+def select(instances, filters=None):
+    """The instances that are server-group instances matching filters."""
+    return [i for i in instances if i.get("name") and i.get("group") and matches(i.get("labels"), filters)]
 
 
-def fleet(containers, filters=None, weights=None):
+def fleet(instances, filters=None, weights=None, users=None):
     """The inventory: {"hosts": {name: hostvars}, "groups": {group: [names]}}.
 
-    A container's "User" (from container_users) makes the connection use it.
+    users ({name: user}, from the platform) makes the connection use each instance's user.
     weights ({group: weight}, from the router) adds immutable_traffic and
     immutable_traffic_weight; None means traffic state is unknown.
     """
     found = []
-    for container in containers:
-        inst = instance(container)
-        if inst is None or not matches(inst[1]["immutable_labels"], filters):
-            continue
-        name, hostvars = inst
-        if weights is not None and "immutable_group" in hostvars:
-            group = hostvars["immutable_group"]
-            hostvars["immutable_traffic"] = traffic(group, weights)
+    for inst in select(instances, filters):
+        name, hv = instance(inst, (users or {}).get(inst["name"]))
+        if weights is not None:
+            group = hv["immutable_group"]
+            hv["immutable_traffic"] = traffic(group, weights)
             if group in weights:
-                hostvars["immutable_traffic_weight"] = weights[group]
-        found.append((name, hostvars))
+                hv["immutable_traffic_weight"] = weights[group]
+        found.append((name, hv))
     hosts, groups = {}, {}
-    for name, hostvars in sorted(found, key=_order):
-        hosts[name] = hostvars
-        for group in group_names(hostvars):
+    for name, hv in sorted(found, key=_order):
+        hosts[name] = hv
+        for group in group_names(hv):
             groups.setdefault(group, []).append(name)
     return {"hosts": hosts, "groups": groups}

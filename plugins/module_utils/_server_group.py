@@ -8,24 +8,24 @@ replaced, surplus ones removed."""
 
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name
+# Callers may keep importing check_name from here.
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._service import http_status
 
-HEALTH_DEFAULTS = {"path": "/healthz", "port": None, "status": 200, "interval": 1.0, "healthy_threshold": 2,
-                   "timeout": 2.0}
-_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
-
-
-def check_name(kind, value):
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ImmutableInfraError("invalid %s %r: use 1-31 lowercase letters and digits, starting with a letter"
-                                  % (kind, value))
-    return value
+# The health_check option of server_group, defined once: the module's argument_spec uses it as is.
+HEALTH_OPTIONS = dict(
+    path=dict(type="str", default="/healthz"),
+    port=dict(type="int"),
+    status=dict(type="int", default=200),
+    interval=dict(type="float", default=1.0),
+    healthy_threshold=dict(type="int", default=2),
+    timeout=dict(type="float", default=2.0),
+)
+HEALTH_DEFAULTS = {key: spec.get("default") for key, spec in HEALTH_OPTIONS.items()}
 
 
 def health_spec(given, service_port):

@@ -248,3 +248,26 @@ def traffic(ansible, app, stack="prod"):
     rc, res = ansible.task("immutable.infra.traffic_info", {"app": app, "stack": stack})
     assert rc == 0, res
     return res["endpoint"]
+
+
+def router_command(env, line):
+    """The router's answer to one runtime API command on its admin socket, or None when it does not run."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        try:
+            s.connect(os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "router", "admin.sock"))
+        except OSError:
+            return None
+        s.sendall(line.encode() + b"\n")
+        with s.makefile("rb") as answer:       # haproxy closes after one answer
+            return answer.read().decode()
+
+
+def live_weights(env, app, stack="prod"):
+    """{server: (status, weight)} of an app/stack's backend, read live from the router's runtime API
+    (not from routes.json, which a reload never changes); {} when the router does not run."""
+    import csv
+    import io
+    rows = csv.DictReader(io.StringIO((router_command(env, "show stat") or "").lstrip("# ")))
+    return {r["svname"]: (r["status"], int(r["weight"] or 0)) for r in rows
+            if r.get("pxname") == "be_%s_%s" % (app, stack) and r["svname"] not in ("FRONTEND", "BACKEND")}

@@ -11,41 +11,88 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.immutable.infra.plugins.module_utils._names import IDENTITY, LABEL_PREFIX, group_name  # noqa: F401
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
-LABEL = "infra.immutable."
-IDENTITY = ("app", "stack", "group", "sequence", "image", "image-digest", "image-version", "zone", "instance-id", "port")
+# Published on every interface: reach it on loopback.
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+def _int(value, default=0):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def published_ports(mappings):
+    """{container port: (host address, host port)} of the TCP ports a container publishes.
+
+    podman 4.3 lists mappings as {host_ip, container_port, host_port, range, protocol};
+    a range maps container_port+i to host_port+i.
+    """
+    out = {}
+    for m in mappings or []:
+        if not isinstance(m, dict) or (m.get("protocol") or "tcp") != "tcp":
+            continue
+        first, host_first = _int(m.get("container_port")), _int(m.get("host_port"))
+        if not (first and host_first):
+            continue
+        address = m.get("host_ip") or ""
+        address = "127.0.0.1" if address in _ANY_ADDRESS else address
+        for offset in range(_int(m.get("range"), 1) or 1):
+            out.setdefault(first + offset, (address, host_first + offset))
+    return out
 
 
 def parse_instance(entry):
-    """One `podman ps --format json` entry -> instance dict."""
+    """One `podman ps --format json` entry -> instance dict (identity fields None when not labelled)."""
     labels = entry.get("Labels") or {}
-    port = int(labels.get(LABEL + "port") or 0)
-    ports = {}
-    for p in entry.get("Ports") or []:
-        if p.get("host_port"):
-            for offset in range(int(p.get("range") or 1)):
-                ports[int(p["container_port"]) + offset] = int(p["host_port"]) + offset
-    host_port = ports.get(port)
-    name = (entry.get("Names") or [entry.get("Id", "")[:12]])[0]
-    inst = {k.replace("-", "_"): labels.get(LABEL + k) for k in IDENTITY}
+    published = published_ports(entry.get("Ports"))
+    port = _int(labels.get(LABEL_PREFIX + "port"))
+    address, host_port = published.get(port, ("127.0.0.1", None))
+    names = entry.get("Names")
+    name = (names[0] if isinstance(names, list) and names else names) or entry.get("Name") or (entry.get("Id") or "")[:12]
+    inst = {k.replace("-", "_"): labels.get(LABEL_PREFIX + k) for k in IDENTITY}
     inst.update(
         name=name,
         id=entry.get("Id"),
-        sequence=int(inst["sequence"] or 0),
+        sequence=_int(inst["sequence"]),
         port=port,
-        host="127.0.0.1",
+        host=address,
         host_port=host_port,
-        endpoint="http://127.0.0.1:%d" % host_port if host_port else None,
+        endpoint="http://%s:%d" % ("[%s]" % address if ":" in address else address, host_port) if host_port else None,
         state=entry.get("State"),
         created=entry.get("Created"),
-        ports=ports,
+        ports={cport: hport for cport, (_addr, hport) in published.items()},
+        labels=dict(labels),
     )
     return inst
 
 
-def group_name(app, stack, sequence):
-    return "%s-%s-v%03d" % (app, stack, int(sequence))
+def parse_ps(stdout):
+    """The instances in `podman ps --format json` output (podman prints nothing or null for none)."""
+    try:
+        doc = json.loads((stdout or "").strip() or "[]")
+    except ValueError as exc:
+        raise ImmutableInfraError("podman ps printed invalid JSON: %s" % exc, stdout=stdout)
+    if doc is not None and not isinstance(doc, list):
+        raise ImmutableInfraError("podman ps printed %s, expected a list of containers" % type(doc).__name__,
+                                  stdout=stdout)
+    return [parse_instance(e) for e in doc or [] if isinstance(e, dict)]
+
+
+def parse_users(stdout):
+    """{container name: configured user ('' for the image default)} from `podman container inspect --format json`."""
+    try:
+        doc = json.loads(stdout or "[]")
+    except ValueError:
+        return {}
+    users = {}
+    for c in doc if isinstance(doc, list) else []:
+        if isinstance(c, dict) and c.get("Name"):
+            users[c["Name"]] = str((c.get("Config") or {}).get("User") or "")
+    return users
 
 
 class PodmanPlatform:
@@ -60,18 +107,17 @@ class PodmanPlatform:
 
     def list_instances(self, app=None, stack=None, group=None):
         """Every instance (any state) matching the filters, oldest group first."""
-        argv = ["ps", "-a", "--format", "json", "--filter", "label=%sgroup" % LABEL]
+        argv = ["ps", "-a", "--format", "json", "--filter", "label=%sgroup" % LABEL_PREFIX]
         for key, value in (("app", app), ("stack", stack), ("group", group)):
             if value is not None:
-                argv += ["--filter", "label=%s%s=%s" % (LABEL, key, value)]
+                argv += ["--filter", "label=%s%s=%s" % (LABEL_PREFIX, key, value)]
         _rc, out, _err = self._podman(argv, "podman ps", timeout=60)
-        found = [parse_instance(e) for e in json.loads(out or "[]")]
-        return sorted(found, key=lambda i: (i["app"] or "", i["stack"] or "", i["sequence"], i["name"]))
+        return sorted(parse_ps(out), key=lambda i: (i["app"] or "", i["stack"] or "", i["sequence"], i["name"]))
 
     def instance(self, name):
         _rc, out, _err = self._podman(["ps", "-a", "--format", "json", "--filter", "name=^%s$" % name],
                                       "podman ps", timeout=60)
-        found = [parse_instance(e) for e in json.loads(out or "[]")]
+        found = parse_ps(out)
         if not found:
             raise ImmutableInfraError("instance %s vanished right after it was started" % name)
         return found[0]
@@ -94,7 +140,7 @@ class PodmanPlatform:
         for port in sorted({int(spec["port"])} | {int(p) for p in spec.get("extra_ports") or []}):
             argv += ["-p", "127.0.0.1::%d" % port]
         for key, value in labels.items():
-            argv += ["--label", "%s%s=%s" % (LABEL, key, value)]
+            argv += ["--label", "%s%s=%s" % (LABEL_PREFIX, key, value)]
         env = {"INSTANCE_ID": name, "ZONE": spec["zone"]}
         env.update(spec.get("env") or {})
         for key, value in sorted(env.items()):
@@ -127,6 +173,25 @@ class PodmanPlatform:
         if names:
             self._podman(["rm", "-f", "-t", str(timeout), "--ignore"] + names, "podman rm", timeout=120)
         return names
+
+    def users(self, names):
+        """The configured user of each named instance, in one call.
+
+        An instance removed since it was listed makes podman exit non-zero but
+        still print the others, so only a call that yields nothing is an error.
+        """
+        names = list(names)
+        if not names:
+            return {}
+        argv = ["container", "inspect", "--format", "json"] + names
+        rc, out, err = self._podman(argv, "podman container inspect", check=False, timeout=120)
+        users = parse_users(out)
+        if rc != 0 and not users:
+            detail = (err or out).strip().splitlines()
+            raise ImmutableInfraError("podman container inspect failed (rc=%d): %s"
+                                      % (rc, detail[-1] if detail else "no output"),
+                                      cmd=[self.podman] + argv, rc=rc, stdout=out, stderr=err)
+        return users
 
     def logs(self, name, lines=20):
         rc, out, err = self._podman(["logs", "--tail", str(lines), name], "podman logs", check=False)

@@ -1,5 +1,6 @@
-"""The fleet inventory's grouping, from `podman ps` / `podman container inspect`
-output captured from real instance containers (fixtures/)."""
+"""The fleet inventory's grouping, over instances the podman platform code
+parsed from `podman ps` / `podman container inspect` output captured from
+real instance containers (fixtures/)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import os
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils import _fleet as fleet
+from ansible_collections.immutable.infra.plugins.module_utils._platforms import _podman as podman
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -23,30 +25,51 @@ def fixture(name):
 @pytest.fixture
 def containers():
     """Six instances of app shop: prod v002 and v003 (two zones each, running), acme v001 (one exited, one created)."""
-    return fleet.parse_ps(fixture("podman-ps-fleet.json"))
+    return podman.parse_ps(fixture("podman-ps-fleet.json"))
 
 
 @pytest.fixture
 def edge():
     """A container publishing a port range, a udp port on all interfaces and 8080; one publishing nothing."""
-    return {fleet.container_name(c): c for c in fleet.parse_ps(fixture("podman-ps-edge.json"))}
+    return {i["name"]: i for i in podman.parse_ps(fixture("podman-ps-edge.json"))}
 
 
-def test_ps_is_one_argv_call_for_server_group_containers():
-    assert fleet.ps_argv("/usr/bin/podman") == [
-        "/usr/bin/podman", "ps", "-a", "--format", "json", "--filter", "label=infra.immutable.group"]
+class FakeRun:
+    """Stands in for podman itself (not for the code under test): records argv, answers with captured output."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, argv, what=None, check=True, **kw):
+        self.calls.append(argv)
+        return self.answers[argv[1]]
+
+
+def test_the_fleet_is_read_by_the_platform_code_in_two_podman_calls(monkeypatch):
+    fake = FakeRun({"ps": (0, fixture("podman-ps-fleet.json"), ""),
+                    "container": (0, fixture("podman-inspect.json"), "")})
+    monkeypatch.setattr(podman, "run", fake)
+    platform = podman.PodmanPlatform(podman="/usr/bin/podman")
+    instances = platform.list_instances()
+    users = platform.users([i["name"] for i in instances])
+    assert fake.calls[0] == ["/usr/bin/podman", "ps", "-a", "--format", "json", "--filter", "label=infra.immutable.group"]
+    assert fake.calls[1][:5] == ["/usr/bin/podman", "container", "inspect", "--format", "json"]
+    assert len(fake.calls) == 2
+    inv = fleet.fleet(instances, users=users)
+    assert inv["hosts"]["shop-prod-v003-1a2b3c"]["ansible_user"] == "web"
+    assert "ansible_user" not in inv["hosts"]["shop-prod-v002-4f1c2a"]
 
 
 @pytest.mark.parametrize("out", ["", "  \n", "null", "[]"])
 def test_no_containers(out):
-    assert fleet.parse_ps(out) == []
-    assert fleet.fleet(fleet.parse_ps(out)) == {"hosts": {}, "groups": {}}
+    assert podman.parse_ps(out) == []
+    assert fleet.fleet(podman.parse_ps(out)) == {"hosts": {}, "groups": {}}
 
 
 @pytest.mark.parametrize("out,words", [("{not json", "invalid JSON"), ('{"Id": "x"}', "expected a list")])
 def test_bad_ps_output_is_an_error(out, words):
     with pytest.raises(ImmutableInfraError, match=words):
-        fleet.parse_ps(out)
+        podman.parse_ps(out)
 
 
 def test_groups_of_the_captured_fleet(containers):
@@ -116,7 +139,7 @@ def test_stopped_instances_keep_their_state_and_published_port(containers):
 def test_filters(containers, filters, expected):
     got = list(fleet.fleet(containers, filters=filters)["hosts"])
     assert got == (expected if expected is not None else list(fleet.fleet(containers)["hosts"]))
-    assert sorted(fleet.container_name(c) for c in fleet.select(containers, filters)) == sorted(got)
+    assert sorted(i["name"] for i in fleet.select(containers, filters)) == sorted(got)
 
 
 @pytest.mark.parametrize("raw,safe", [
@@ -141,19 +164,18 @@ def test_group_names_skip_what_is_not_known():
 
 
 def test_ports_published_as_a_range_on_any_address_and_not_at_all(edge):
-    ports = edge["fleetedge-range"]["Ports"]
+    raw = {c["Names"][0]: c for c in json.loads(fixture("podman-ps-edge.json"))}
+    ports = raw["fleetedge-range"]["Ports"]
     host_9000 = next(p["host_port"] for p in ports if p["container_port"] == 9000)
-    assert fleet.published_port(ports, 9001) == ("127.0.0.1", host_9000 + 1)
-    assert fleet.published_port(ports, "9002") == ("127.0.0.1", host_9000 + 2)
-    assert fleet.published_port(ports, 9003) is None
-    assert fleet.published_port(ports, 5353) is None
-    assert fleet.published_port(ports, 5353, protocol="udp") == ("", 5353)
-    assert fleet.endpoint(ports, 8080) == "http://127.0.0.1:%d" % next(
-        p["host_port"] for p in ports if p["container_port"] == 8080)
-    assert edge["fleetedge-noport"]["Ports"] is None
-    assert fleet.published_port(None, 8080) is None
-    assert fleet.endpoint(ports, None) is None
-    assert fleet.endpoint(ports, "http") is None
+    host_8080 = next(p["host_port"] for p in ports if p["container_port"] == 8080)
+    published = podman.published_ports(ports)
+    # A range maps port+i to host_port+i; UDP is never a service endpoint.
+    assert published == {8080: ("127.0.0.1", host_8080), 9000: ("127.0.0.1", host_9000),
+                         9001: ("127.0.0.1", host_9000 + 1), 9002: ("127.0.0.1", host_9000 + 2)}
+    assert edge["fleetedge-range"]["ports"] == {p: hp for p, (_a, hp) in published.items()}
+    assert edge["fleetedge-range"]["endpoint"] == "http://127.0.0.1:%d" % (host_9000 + 1)
+    assert raw["fleetedge-noport"]["Ports"] is None and podman.published_ports(None) == {}
+    assert edge["fleetedge-noport"]["endpoint"] is None and edge["fleetedge-noport"]["port"] == 0
 
 
 @pytest.mark.parametrize("host_ip,url", [
@@ -161,8 +183,9 @@ def test_ports_published_as_a_range_on_any_address_and_not_at_all(edge):
     ("127.0.0.2", "http://127.0.0.2:40000"), ("::1", "http://[::1]:40000"),
 ])
 def test_endpoint_address(host_ip, url):
-    ports = [{"host_ip": host_ip, "container_port": 8080, "host_port": 40000, "range": 1, "protocol": "tcp"}]
-    assert fleet.endpoint(ports, 8080) == url
+    entry = {"Names": ["x"], "Labels": {"infra.immutable.group": "g", "infra.immutable.port": "8080"},
+             "Ports": [{"host_ip": host_ip, "container_port": 8080, "host_port": 40000, "range": 1, "protocol": "tcp"}]}
+    assert podman.parse_instance(entry)["endpoint"] == url
 
 
 def test_a_container_without_instance_labels_is_still_a_host_when_it_has_a_group(edge):
@@ -177,20 +200,23 @@ def test_a_container_without_instance_labels_is_still_a_host_when_it_has_a_group
     assert fleet.group_names(hv) == ["group_edge2", "state_running"]
 
 
-def test_a_container_without_group_label_or_name_is_not_an_instance(containers):
-    c = dict(containers[0])
-    c["Labels"] = {k: v for k, v in c["Labels"].items() if k != "infra.immutable.group"}
-    assert fleet.instance(c) is None
-    assert fleet.instance(dict(containers[0], Names=[])) is None
-    assert fleet.select([c, containers[1]]) == [containers[1]]
+def test_a_container_without_group_label_or_name_is_not_an_instance():
+    raw = json.loads(fixture("podman-ps-fleet.json"))
+    c = dict(raw[0], Labels={k: v for k, v in raw[0]["Labels"].items() if k != "infra.immutable.group"})
+    nameless = dict(raw[1], Names=[], Id="")
+    instances = [podman.parse_instance(e) for e in (c, nameless, raw[2])]
+    assert fleet.instance(instances[0]) is None and fleet.instance(instances[1]) is None
+    assert fleet.select(instances) == [instances[2]]
 
 
-def test_labels_that_are_not_numbers_are_kept_as_given(containers):
-    c = json.loads(json.dumps(containers[0]))
-    c["Labels"]["infra.immutable.sequence"] = "x1"
-    c["Labels"]["infra.immutable.zone"] = ""
-    _name, hv = fleet.instance(c)
-    assert hv["immutable_sequence"] == "x1" and "immutable_zone" not in hv
+def test_labels_that_are_not_numbers_do_not_break_the_listing():
+    raw = json.loads(fixture("podman-ps-fleet.json"))
+    raw[0]["Labels"]["infra.immutable.sequence"] = "x1"
+    raw[0]["Labels"]["infra.immutable.zone"] = ""
+    inst = podman.parse_ps(json.dumps(raw))[0]
+    _name, hv = fleet.instance(inst)
+    assert "immutable_sequence" not in hv and "immutable_zone" not in hv
+    assert hv["immutable_labels"]["infra.immutable.sequence"] == "x1"
 
 
 ROUTER = {"endpoints": {
@@ -261,11 +287,10 @@ def test_load_router_state(tmp_path):
 
 
 def test_users_from_inspect():
-    assert fleet.parse_users(fixture("podman-inspect.json")) == {
+    assert podman.parse_users(fixture("podman-inspect.json")) == {
         "shop-prod-v003-1a2b3c": "web", "shop-acme-v001-77aa00": "web"}
-    assert fleet.parse_users("") == {}
-    assert fleet.parse_users("Error: no such container") == {}
-    assert fleet.inspect_argv("podman", ["a", "b"]) == ["podman", "container", "inspect", "--format", "json", "a", "b"]
+    assert podman.parse_users("") == {}
+    assert podman.parse_users("Error: no such container") == {}
 
 
 @pytest.mark.parametrize("user,extra", [
@@ -279,8 +304,7 @@ def test_connection_as_the_containers_user(user, extra):
 
 
 def test_instance_connects_as_its_user(containers):
-    c = dict(containers[2], User="web")
-    _name, hv = fleet.instance(c)
+    _name, hv = fleet.instance(containers[2], "web")
     assert hv["ansible_user"] == "web" and hv["ansible_remote_tmp"] == "/tmp"
     _name, hv = fleet.instance(containers[2])
     assert "ansible_user" not in hv
