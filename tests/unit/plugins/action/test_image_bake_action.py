@@ -1,0 +1,73 @@
+"""The image_bake action's bookkeeping: where the bake log goes, and which
+bakes it leaves to the module without looking at the catalog."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from ansible_collections.immutable.infra.plugins.action import image_bake
+from ansible_collections.immutable.infra.plugins.action.image_bake import catalog_hit, log_path
+
+
+def test_log_path_defaults_to_the_state_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMMUTABLE_INFRA_STATE_DIR", str(tmp_path))
+    path = log_path("", "/somewhere/recipes/web/")
+    assert os.path.dirname(path) == os.path.join(str(tmp_path), "bake-logs")
+    assert re.fullmatch(r"web-\d{8}T\d{6}Z-[0-9a-f]{4}\.log", os.path.basename(path)), path
+
+
+def test_log_path_in_a_given_directory_is_unique(tmp_path):
+    paths = {log_path(str(tmp_path), "/r/api") for _i in range(20)}
+    assert len(paths) == 20 and all(os.path.dirname(p) == str(tmp_path) for p in paths)
+
+
+class FakeCatalog:
+    """The catalog interface the shortcut reads; holds one version of the given fingerprint, if any."""
+
+    holds = None
+
+    def __init__(self, registry, validate_certs=None):
+        self.registry = registry
+
+    def resolve(self, ref):
+        return {"digest": "sha256:" + "0" * 64, "reference": ref}
+
+    def list_tags(self, name):
+        return ["1"] if self.holds else []
+
+    def find_fingerprint(self, name, fp, tags=None):
+        return {"version": "1", "fingerprint": fp} if fp == self.holds else None
+
+
+@pytest.fixture
+def recipe(tmp_path, monkeypatch):
+    (tmp_path / "build.pkr.hcl").write_text("build {}\n")
+    monkeypatch.setattr(image_bake, "Catalog", FakeCatalog)
+    return {"recipe": str(tmp_path), "registry": "127.0.0.1:1", "parent": "immutable/base", "variables": {"a": 1}}
+
+
+def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatch):
+    assert catalog_hit(recipe) is None  # an empty catalog: the module bakes
+    fp = image_bake.fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
+    monkeypatch.setattr(FakeCatalog, "holds", fp)
+    hit = catalog_hit(recipe)
+    assert hit["changed"] is False and hit["image"] == {"version": "1", "fingerprint": fp}
+    assert hit["name"] == os.path.basename(recipe["recipe"]) and hit["parent"]["digest"].startswith("sha256:0")
+    assert catalog_hit(dict(recipe, variables={"a": 2})) is None  # other inputs
+
+
+@pytest.mark.parametrize("args", [
+    {"force": True}, {"force": "yes"}, {"variables": "not a dict"}, {"validate_certs": "maybe"},
+])
+def test_the_module_decides_what_the_shortcut_does_not_read(args, recipe, monkeypatch):
+    fp = image_bake.fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
+    monkeypatch.setattr(FakeCatalog, "holds", fp)
+    assert catalog_hit(dict(recipe, **args)) is None
+
+
+def test_errors_are_left_to_the_module(tmp_path):
+    assert catalog_hit({"recipe": str(tmp_path / "missing"), "registry": "127.0.0.1:1"}) is None
+    (tmp_path / "build.pkr.hcl").write_text("")
+    assert catalog_hit({"recipe": str(tmp_path), "registry": "127.0.0.1:1", "parent": "immutable/base"}) is None
