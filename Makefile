@@ -24,10 +24,10 @@ test-unit test-sanity test-lint test-packer test-integration test-molecule: setu
 	@scripts/test.sh $(subst test-,,$@)
 
 bench: setup
-	python3 bench/bake.py
+	python3 bench/bake.py $(ARGS)
 
 bench-release: setup
-	python3 bench/release.py
+	python3 bench/release.py $(ARGS)
 
 registry-stop: setup
 	ansible-playbook playbooks/registry.yml -e registry_state=stopped

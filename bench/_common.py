@@ -1,8 +1,9 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What bench/bake.py and bench/release.py share: running children in their
-own session, the bench's own registry, the environment of a hermetic run,
-podman storage bookkeeping, and summaries and results files."""
+own session, the project's registry on a port of the bench's own, the
+environment of a hermetic run, podman storage bookkeeping, and summaries and
+results files."""
 
 from __future__ import annotations
 
@@ -18,27 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+import types
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
-
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
-    enabled: true
-http:
-  addr: {addr}
-  headers:
-    X-Content-Type-Options: [nosniff]
-"""
 
 
 class BenchError(Exception):
@@ -174,54 +158,46 @@ def free_port():
 
 
 class Registry:
-    """A docker-registry of the bench's own on a free loopback port, stopped by pid."""
+    """The project's registry, started by playbooks/registry.yml (the registry
+    role, as the integration tests do) on a free loopback port under the
+    bench's state directory, and stopped by its pid file the same way."""
+
+    PLAYBOOK = os.path.join(TOP, "playbooks", "registry.yml")
 
     def __init__(self, state_dir, env):
         self.dir = os.path.join(state_dir, "registry")
-        self.env = env
-        self.proc = None
+        self.runner = Runner(env, timeout=120)
+        self.proc = None  # .pid of the running registry (release.py logs it)
         self.port = None
 
     @property
     def address(self):
         return "%s:%d" % (HOST, self.port)
 
+    def _converge(self, state):
+        argv = ["ansible-playbook", self.PLAYBOOK, "-e", json.dumps(
+            {"registry_port": self.port, "registry_state_dir": self.dir, "registry_state": state})]
+        rc, out, err, _s = self.runner.run(argv)
+        return None if rc == 0 else failed_task(play_doc(out)) or tail(out, err)
+
     def start(self):
-        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
-        for _attempt in range(3):
+        error = None
+        for _attempt in range(3):  # the free port may be taken meanwhile: try another
             self.port = free_port()
-            config = os.path.join(self.dir, "config.yml")
-            with open(config, "w") as f:
-                f.write(REGISTRY_CONFIG.format(data=os.path.join(self.dir, "data"), addr=self.address))
-            logf = open(os.path.join(self.dir, "registry.log"), "a")
-            try:
-                self.proc = subprocess.Popen(["docker-registry", "serve", config], env=self.env, stdout=logf,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-            except FileNotFoundError:
-                raise BenchError("docker-registry is not installed; run `make setup`")
-            finally:
-                logf.close()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with urllib.request.urlopen("http://%s/v2/" % self.address, timeout=2) as resp:
-                        if resp.status == 200:
-                            return
-                except OSError:
-                    time.sleep(0.1)
-            self.stop()  # port taken meanwhile, or too slow: try another port
-        raise BenchError("the bench registry did not start; see %s/registry.log" % self.dir)
+            error = self._converge("started")
+            if error is None:
+                with open(os.path.join(self.dir, "registry.pid")) as f:
+                    self.proc = types.SimpleNamespace(pid=int(f.read().split()[0]))
+                return
+        raise BenchError("the bench registry did not start (playbooks/registry.yml): %s" % error)
 
     def stop(self):
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if self.port is None or not os.path.exists(os.path.join(self.dir, "registry.pid")):
             return
-        proc.terminate()  # by pid: only the registry this script started
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        error = self._converge("stopped")
+        if error is not None:
+            log("bench: stopping the registry failed: %s" % error)
+        self.proc = None
 
 
 # --------------------------------------------------------- the hermetic run
@@ -231,25 +207,25 @@ def require_collection():
 
 
 def bench_env(tmp):
-    """The checkout's environment (scripts/env.sh) with a temporary HOME and
-    state directory under tmp, and ansible-playbook writing JSON."""
-    env = dict(os.environ)
-    venv_bin = os.path.join(TOP, ".venv", "bin")
-    if os.path.isdir(venv_bin):
-        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    """The hermetic environment of a run, the same as the integration tests':
+    the checkout's settings from scripts/env.sh (venv, ansible.cfg, podman
+    config), a temporary HOME, ANSIBLE_HOME and IMMUTABLE_INFRA_STATE_DIR
+    under tmp, and ansible-playbook writing JSON."""
+    out = subprocess.run(["bash", "-c", '. "$1" && env -0', "env.sh", os.path.join(TOP, "scripts", "env.sh")],
+                         capture_output=True, check=True).stdout.decode()
+    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    home = os.path.join(tmp, "home")
     env.update({
-        "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
-        "CONTAINERS_CONF": os.path.join(TOP, ".cache", "containers", "containers.conf"),
-        "CONTAINERS_REGISTRIES_CONF": os.path.join(TOP, ".cache", "containers", "registries.conf"),
-        "CHECKPOINT_DISABLE": "1",
-        "HOME": os.path.join(tmp, "home"),
+        "HOME": home,
+        "ANSIBLE_HOME": os.path.join(home, ".ansible"),
+        "ANSIBLE_LOCAL_TEMP": os.path.join(tmp, "ansible-tmp"),
         "IMMUTABLE_INFRA_STATE_DIR": os.path.join(tmp, "state"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_NOCOLOR": "1",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
     })
-    for d in (env["HOME"], env["IMMUTABLE_INFRA_STATE_DIR"]):
+    for d in (home, env["IMMUTABLE_INFRA_STATE_DIR"]):
         os.makedirs(d, exist_ok=True)
     return env
 
@@ -271,6 +247,16 @@ def play_doc(stdout):
         return json.loads(stdout[start:])
     except ValueError:
         return None
+
+
+def failed_task(doc):
+    """"<task>: <msg>" of the first failed task in an ansible.posix.json document, or None."""
+    for play in (doc or {}).get("plays", []):
+        for task in play.get("tasks", []):
+            for res in task.get("hosts", {}).values():
+                if res.get("failed"):
+                    return "%s: %s" % (task["task"].get("name"), res.get("msg"))
+    return None
 
 
 # ------------------------------------------------------------- podman storage
