@@ -24,6 +24,10 @@ LABEL_BASE_NAME = "org.opencontainers.image.base.name"
 LABEL_RECIPE = "infra.immutable.recipe"
 LABEL_FINGERPRINT = "infra.immutable.fingerprint"
 LABEL_BAKE_ID = "infra.immutable.bake-id"
+# The port the image's service listens on, set by the recipe. It wins over
+# EXPOSE; an image with exactly one exposed TCP port needs no label.
+LABEL_PORT = "infra.immutable.port"
+DEFAULT_PORT = 8080
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -108,6 +112,42 @@ def version_facts(repository, tag, inspected):
     }
 
 
+def _port_number(value, what):
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ImmutableInfraError("%s is not a port number: %r (use 1-65535)" % (what, value))
+    return port
+
+
+def declared_port(image, config=None):
+    """The service port an image declares, as (port, source, warning).
+
+    `image` is version facts (its labels); `config` the OCI config (for
+    ExposedPorts), read only when the label is absent. The label
+    infra.immutable.port wins; else exactly one exposed TCP port; else
+    DEFAULT_PORT with a warning. Several exposed ports are an error.
+    """
+    ref = image.get("reference") or image.get("repository")
+    labels = image.get("labels") or {}
+    if labels.get(LABEL_PORT) not in (None, ""):
+        return _port_number(labels[LABEL_PORT], "label %s=%r of image %s" % (LABEL_PORT, labels[LABEL_PORT], ref)), "label", None
+    exposed = sorted({_port_number(p.split("/", 1)[0], "exposed port %r of image %s" % (p, ref))
+                      for p in ((config or {}).get("config") or {}).get("ExposedPorts") or {}
+                      if p.split("/", 1)[1:] in ([], ["tcp"])})
+    if len(exposed) == 1:
+        return exposed[0], "expose", None
+    if exposed:
+        raise ImmutableInfraError(
+            "image %s exposes several ports (%s) and has no %s label: give the service port with `port`"
+            % (ref, ", ".join(str(p) for p in exposed), LABEL_PORT))
+    return DEFAULT_PORT, "default", (
+        "image %s declares no service port (no EXPOSE, no %s label): using %d; declare it in the recipe "
+        "(`EXPOSE <port>` in the docker source's changes) or give `port`" % (ref, LABEL_PORT, DEFAULT_PORT))
+
+
 class Catalog:
     """Image versions of one registry."""
 
@@ -157,6 +197,19 @@ class Catalog:
         tag = None if sep == "@" else str(tag_or_digest)
         return version_facts(self.repository(name), tag, json.loads(out))
 
+    def config(self, reference):
+        """The OCI image config (ExposedPorts, Cmd, Entrypoint...) of a reference, read without pulling."""
+        out = self._skopeo(["inspect", "--config", self._tls, "docker://" + reference], "reading the config of %s" % reference)
+        if out is None:
+            raise ImmutableInfraError("unknown image %r: no such image in registry %s" % (reference, self.registry))
+        return json.loads(out)
+
+    def service_port(self, image):
+        """declared_port() of version facts, reading the config only when there is no port label."""
+        if (image.get("labels") or {}).get(LABEL_PORT) not in (None, ""):
+            return declared_port(image)
+        return declared_port(image, self.config(image["reference"]))
+
     def versions(self, name):
         """Every image version of a repository, oldest first."""
         tags = sorted(self.list_tags(name), key=version_key)
@@ -199,10 +252,13 @@ class Catalog:
     def pull(self, reference):
         run([self.podman, "pull", "-q", self._tls, reference], timeout=1800, what="podman pull %s" % reference)
 
-    def publish(self, local_image, name, version):
+    def publish(self, local_image, name, version, bake_id=None):
         """Tag a local image as name:version and push it; return its facts.
 
-        Refuses to overwrite: image versions are immutable.
+        Refuses to overwrite: image versions are immutable. The registry has no
+        conditional write, so the check runs right before the push, and with
+        bake_id the pushed tag is read back: a bake on another host that pushed
+        the same version in between is reported, never silently taken as ours.
         """
         if self.inspect(name, version) is not None:
             raise ImmutableInfraError(
@@ -218,4 +274,9 @@ class Catalog:
         facts = self.inspect(name, version)
         if facts is None:
             raise ImmutableInfraError("pushed %s but the registry does not list it" % target)
+        if bake_id and facts["bake_id"] != bake_id:
+            raise ImmutableInfraError(
+                "image version %s:%s was pushed by another bake (bake id %s, not ours %s) at the same moment; "
+                "bakes on separate hosts must share the bake-locks state directory or not run at once"
+                % (name, version, facts["bake_id"], bake_id), image=facts)
         return facts

@@ -147,13 +147,36 @@ def _names_after(groups, target, seq):
     return sorted(seqs, key=lambda g: (seqs[g], g))
 
 
-def converge(platform, resolve_image, params, check_mode=False):
-    """Make the server group for params['image'] (or params['group']) as asked."""
+def resolve_port(given, members, image, declared=None):
+    """The service port of a group, as (port, source, warnings).
+
+    An existing group keeps the port it runs (source `group`); else the
+    `port` option (`option`); else what the image declares (`label`,
+    `expose` or `default`, through declared(image) -> (port, source, warning)).
+    """
+    running = members[0].get("port") if members else None
+    if running:
+        warn = [] if not given or int(given) == int(running) else [
+            "server group %s runs port %s and keeps it (port %s ignored): a new port needs a new group"
+            % (members[0]["group"], running, given)]
+        return int(running), "group", warn
+    if given:
+        return int(given), "option", []
+    if image is None or declared is None:
+        raise ImmutableInfraError("cannot tell the service port: give `port`")
+    port, source, warning = declared(image)
+    return port, source, [warning] if warning else []
+
+
+def converge(platform, resolve_image, params, check_mode=False, declared_port=None):
+    """Make the server group for params['image'] (or params['group']) as asked.
+
+    declared_port(image facts) -> (port, source, warning) gives the image's
+    own service port when params['port'] is not set (see resolve_port)."""
     app, stack = check_name("app", params["app"]), check_name("stack", params["stack"])
     count, zones = params["count"], params["zones"] or ["zone-a"]
     if count < 0:
         raise ImmutableInfraError("count must be 0 or more (got %d)" % count)
-    hc = health_spec(params.get("health_check"), params["port"])
     groups = groups_of(platform.list_instances(app=app, stack=stack))
     target, image = None, None
     if params.get("group"):
@@ -190,6 +213,11 @@ def converge(platform, resolve_image, params, check_mode=False):
         if image is None and members:
             image = {"reference": members[0]["image"], "digest": members[0]["image_digest"],
                      "version": members[0]["image_version"]}
+    port, port_source, warnings = resolve_port(params.get("port"), members, image, declared_port)
+    hc = health_spec(params.get("health_check"), port)
+    result.update(port=port, port_source=port_source)
+    if warnings:
+        result["warnings"] = warnings
     dead = [i for i in members if i["state"] != "running"]
     alive = [i for i in members if i["state"] == "running"]
     surplus = alive[count:] if len(alive) > count else []
@@ -201,7 +229,7 @@ def converge(platform, resolve_image, params, check_mode=False):
     result["changed"] = bool(dead or surplus or zones_new)
     specs = [{"app": app, "stack": stack, "group": target, "sequence": seq, "image": image["reference"],
               "image_digest": image["digest"], "image_version": image.get("version") or "", "zone": z,
-              "port": params["port"], "extra_ports": [hc["port"]] if hc["port"] != params["port"] else [],
+              "port": port, "extra_ports": [hc["port"]] if hc["port"] != port else [],
               "env": params.get("env") or {}} for z in zones_new]
     if check_mode:
         planned = {"name": target, "instances": len(keep) + len(specs), "image": image["reference"]}

@@ -51,9 +51,14 @@ options:
     elements: str
     default: [zone-a]
   port:
-    description: The port the service listens on inside the instance.
+    description:
+      - The port the service listens on inside the instance. It is labelled on every instance, published on
+        C(127.0.0.1), and it is the default port of the health check.
+      - Defaults to the port the image declares - its C(infra.immutable.port) label, else its one C(EXPOSE)d TCP
+        port (read from the registry without pulling). An image exposing several ports and no label needs O(port).
+        An image declaring none runs on C(8080) with a warning.
+      - An existing group keeps the port it runs; a different O(port) is ignored with a warning.
     type: int
-    default: 8080
   env:
     description: Extra environment of every instance. C(INSTANCE_ID) and C(ZONE) are always set.
     type: dict
@@ -169,6 +174,18 @@ groups:
   type: list
   elements: str
   sample: [web-prod-v001, web-prod-v002]
+port:
+  description: The service port of the group's instances.
+  returned: when O(state=present)
+  type: int
+  sample: 8080
+port_source:
+  description:
+    - Where the port came from - C(group) (the existing group's), C(option) (O(port)), C(label) (the image's
+      C(infra.immutable.port) label), C(expose) (the image's one C(EXPOSE)) or C(default) (nothing declared, so C(8080)).
+  returned: when O(state=present)
+  type: str
+  sample: expose
 health:
   description: The last health answer of each instance.
   returned: when the task waited for health
@@ -181,16 +198,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
-from ansible_collections.immutable.infra.plugins.module_utils._server_group import converge
-
-HEALTH_OPTIONS = dict(
-    path=dict(type="str", default="/healthz"),
-    port=dict(type="int"),
-    status=dict(type="int", default=200),
-    interval=dict(type="float", default=1.0),
-    healthy_threshold=dict(type="int", default=2),
-    timeout=dict(type="float", default=2.0),
-)
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import HEALTH_OPTIONS, converge
 
 
 def main():
@@ -202,7 +210,7 @@ def main():
             group=dict(type="str"),
             count=dict(type="int", default=1),
             zones=dict(type="list", elements="str", default=["zone-a"]),
-            port=dict(type="int", default=8080),
+            port=dict(type="int"),
             env=dict(type="dict", default={}),
             health_check=dict(type="dict", default={}, options=HEALTH_OPTIONS),
             wait=dict(type="bool", default=True),
@@ -217,7 +225,14 @@ def main():
     p = module.params
     catalog = Catalog(p["registry"], p["validate_certs"])
     platform = PodmanPlatform(validate_certs=catalog.validate_certs)
-    run_module(module, lambda: converge(platform, catalog.resolve, p, module.check_mode))
+
+    def group():
+        result = converge(platform, catalog.resolve, p, module.check_mode, declared_port=catalog.service_port)
+        for warning in result.pop("warnings", []):
+            module.warn(warning)
+        return result
+
+    run_module(module, group)
 
 
 if __name__ == "__main__":
