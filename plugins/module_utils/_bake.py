@@ -21,6 +21,8 @@ import time
 import uuid
 
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
+from ansible_collections.immutable.infra.plugins.module_utils._bake_locks import BakeLocks
+from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
 from ansible_collections.immutable.infra.plugins.module_utils._packer import Packer, build_args, container_artifacts, fingerprint
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
@@ -77,14 +79,40 @@ def plan(catalog, name, fp, version=None, force=False, tags=None):
         if same_tag is not None and same_tag["fingerprint"] == fp and not force:
             return "exists", same_tag
         if same_tag is not None:
+            inputs = ("the same inputs (force bakes them again, as a new version)" if same_tag["fingerprint"] == fp
+                      else "other inputs (fingerprint %s)" % same_tag["fingerprint"])
             raise ImmutableInfraError(
-                "image version %s:%s already exists with other inputs (fingerprint %s); versions are immutable: "
-                "choose another version or omit it to take the next number" % (name, version, same_tag["fingerprint"])
+                "image version %s:%s already exists with %s; versions are immutable: "
+                "choose another version or omit it to take the next number" % (name, version, inputs)
             )
     existing = None if force else catalog.find_fingerprint(name, fp, tags)
     if existing is not None:
         return "exists", existing
     return "bake", version or catalog_mod.next_version(tags)
+
+
+def bake_once(catalog, params, result, started, check_mode, bake):
+    """Return the catalog's version of these inputs, or bake(version, tags)'s result.
+
+    Outside check mode this runs under the bake locks: the inputs are held
+    for the whole bake (the same inputs wait, then find this bake's version)
+    and the new version is reserved until it is published - a number is the
+    next after every tag and every version being baked, read under one lock.
+    """
+    name, fp = result["name"], result["fingerprint"]
+    with BakeLocks(state_dir("bake-locks"), catalog.registry, name) as locks:
+        if not check_mode:
+            locks.hold_inputs(fp, params.get("timeout") or 3600)
+        tags = catalog.list_tags(name)
+        action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), tags)
+        if action == "exists":
+            result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
+            return result
+        if not check_mode and params.get("version"):
+            what = locks.reserve(lambda _taken: what)
+        elif not check_mode:
+            what = locks.reserve(lambda taken: catalog_mod.next_version(catalog.list_tags(name) + taken))
+        return bake(what, tags)
 
 
 def version_diff(repository, tags, new_version):
@@ -138,13 +166,14 @@ def bake_recipe(params, check_mode=False):
     paths = list(params.get("fingerprint_paths") or [])
     fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
                      params.get("collection_version"), paths, params.get("only"))
-    tags = catalog.list_tags(name)
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), tags)
     result = {"fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name}
-    if action == "exists":
-        result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
-        return result
-    version = what
+    return bake_once(catalog, params, result, started, check_mode,
+                     lambda version, tags: _run_bake(params, check_mode, catalog, result, var_files, version, tags, started))
+
+
+def _run_bake(params, check_mode, catalog, result, var_files, version, tags, started):
+    """The bake itself, its version reserved: Packer, label check, publish."""
+    recipe_dir, name, parent, fp = result["recipe"], result["name"], result["parent"], result["fingerprint"]
     result["diff"] = version_diff(catalog.repository(name), tags, version)
     bake_id = uuid.uuid4().hex[:12]
     labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
@@ -175,16 +204,25 @@ def bake_recipe(params, check_mode=False):
         if parent:
             catalog.pull(parent["reference"])
         log_file = params.get("log_file") or os.path.join(workdir, "bake.log")
-        cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
-        images = container_artifacts(parsed["artifacts"])
-        if not images:
-            raise ImmutableInfraError("recipe %s built no container image (artifacts: %s)" % (recipe_dir, parsed["artifacts"]))
-        if len(images) > 1:
-            raise ImmutableInfraError("recipe %s built %d container images (%s); select one source with `only`"
-                                      % (recipe_dir, len(images), ", ".join(sorted(images))))
-        local_image = list(images.values())[0]
-        _verify_labels(local_image, labels, recipe_dir)
-        facts = catalog.publish(local_image, name, version)
+        try:
+            cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
+            images = container_artifacts(parsed["artifacts"])
+            if not images:
+                raise ImmutableInfraError("recipe %s built no container image (artifacts: %s)" % (recipe_dir, parsed["artifacts"]))
+            if len(images) > 1:
+                raise ImmutableInfraError("recipe %s built %d container images (%s); select one source with `only`"
+                                          % (recipe_dir, len(images), ", ".join(sorted(images))))
+            local_image = list(images.values())[0]
+            config = _verify_labels(local_image, labels, recipe_dir)
+            facts = catalog.publish(local_image, name, version, labels[catalog_mod.LABEL_BAKE_ID])
+        except BaseException:
+            # Packer removes only a build container it started: one that was
+            # created but never ran (or a killed Packer's) stays, under our name.
+            run(["podman", "rm", "-f", "-t", "0", "--ignore", contract_vars["build_name"]], check=False, timeout=120)
+            raise
+        warning = build_shell_warning(config, "%s:%s" % (name, version))
+        if warning:
+            result["warnings"] = [warning]
         result.update(changed=True, image=facts, artifacts=parsed["artifacts"], packer_seconds=seconds,
                       log_file=log_file, commands=[cmd], duration=round(time.monotonic() - started, 3))
         return result
@@ -192,16 +230,36 @@ def bake_recipe(params, check_mode=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+_SHELLS = ("sh", "bash", "dash", "ash")
+
+
+def build_shell_warning(config, image):
+    """A warning when the committed image's command is still a shell (the
+    docker builder commits run_command's `/bin/sh` as CMD), else None."""
+    cmd = config.get("Cmd") or []
+    if len(cmd) != 1 or os.path.basename(cmd[0]) not in _SHELLS:
+        return None
+    entrypoint = config.get("Entrypoint") or []
+    effect = ("its ENTRYPOINT %s gets %r as an argument" % (json.dumps(entrypoint), cmd[0]) if entrypoint
+              else "it starts a shell, not your service")
+    return ("image %s keeps the build shell as its command (CMD %s): %s. Set the command in the docker source's "
+            "`changes`: \"CMD []\" with an ENTRYPOINT of your own, or a CMD of your own"
+            % (image, json.dumps(cmd), effect))
+
+
 def _verify_labels(local_image, labels, recipe_dir):
-    _rc, out, _err = run(["podman", "image", "inspect", "--format", "{{json .Config.Labels}}", local_image],
+    """Check the image carries the bake's labels; return its config (Cmd, Entrypoint, ...)."""
+    _rc, out, _err = run(["podman", "image", "inspect", "--format", "{{json .Config}}", local_image],
                          what="podman image inspect")
-    got = json.loads(out or "null") or {}
+    config = json.loads(out or "null") or {}
+    got = config.get("Labels") or {}
     if got.get(catalog_mod.LABEL_FINGERPRINT) != labels[catalog_mod.LABEL_FINGERPRINT]:
         run(["podman", "rmi", "-f", local_image], check=False)
         raise ImmutableInfraError(
             "recipe %s did not apply var.image_labels to the image (see the recipe contract: "
             "`changes = [for k, v in var.image_labels : \"LABEL ${k}=${jsonencode(v)}\"]`)" % recipe_dir
         )
+    return config
 
 
 def base_fingerprint(params):
@@ -224,13 +282,13 @@ def build_base_image(params, check_mode=False):
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
     catalog.ping()
     fp = base_fingerprint(params)
-    tags = catalog.list_tags(name)
-    action, what = plan(catalog, name, fp, params.get("version"), params.get("force"), tags)
     result = {"fingerprint": fp, "name": name, "parent": None}
-    if action == "exists":
-        result.update(changed=False, image=what, duration=round(time.monotonic() - started, 3))
-        return result
-    version = what
+    return bake_once(catalog, params, result, started, check_mode,
+                     lambda version, tags: _build_base(params, check_mode, catalog, result, version, tags, started))
+
+
+def _build_base(params, check_mode, catalog, result, version, tags, started):
+    name, fp = result["name"], result["fingerprint"]
     result["diff"] = version_diff(catalog.repository(name), tags, version)
     labels = image_labels(version, name, fp, revision=params.get("revision"))
     argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
@@ -254,7 +312,7 @@ def build_base_image(params, check_mode=False):
             imp += ["--change", "LABEL %s=%s" % (k, json.dumps(v))]
         imp += ["--change", 'CMD ["/bin/bash"]', tarball]
         _rc, out, _err = run(imp, what="podman import")
-        facts = catalog.publish(out.strip().splitlines()[-1], name, version)
+        facts = catalog.publish(out.strip().splitlines()[-1], name, version, labels[catalog_mod.LABEL_BAKE_ID])
         result.update(changed=True, image=facts, commands=[argv, imp], duration=round(time.monotonic() - started, 3))
         return result
     finally:

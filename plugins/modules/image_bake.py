@@ -23,6 +23,15 @@ description:
   - Packer's C(docker) builder is driven through podman; no Docker engine is needed.
   - A failed bake returns Packer's error lines and tags or pushes nothing.
   - Runs on the controller (or wherever Packer runs); use C(delegate_to) or a C(localhost) play.
+  - Bakes started together on one host are safe. A bake of inputs another bake is baking waits for it and returns
+    its version unchanged; bakes of different inputs each reserve their own version. The locks are C(flock) files
+    under C($IMMUTABLE_INFRA_STATE_DIR/bake-locks), dropped by the kernel when a bake dies. Bakes on separate hosts
+    (AWX jobs in their own containers) share no locks - put that directory on shared storage that supports
+    C(flock), or turn C(allow_simultaneous) off on the job template. The push still refuses to overwrite a version,
+    and a version pushed by another host at the same moment fails the bake with a clear error.
+  - Warns when the committed image's command is still the build shell (the C(docker) builder commits
+    C(run_command)'s C(/bin/sh) as C(CMD)); reset it with C("CMD []") in the source's C(changes).
+  - A failed bake removes its build container (named C(build_name)) even when Packer never started it.
   - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
@@ -220,7 +229,14 @@ def main():
         **REGISTRY_ARGS
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, lambda: bake_recipe(module.params, check_mode=module.check_mode))
+
+    def bake():
+        result = bake_recipe(module.params, check_mode=module.check_mode)
+        for warning in result.pop("warnings", []):
+            module.warn(warning)
+        return result
+
+    run_module(module, bake)
 
 
 if __name__ == "__main__":

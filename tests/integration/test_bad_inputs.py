@@ -101,3 +101,34 @@ def test_playbook_asserts_inputs(ansible, registry, base):
     run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), bad)
     assert run.rc != 0
     assert "recipe_variables=not-a-dict" in run.result("Check the inputs")["msg"]
+
+
+def test_build_container_that_never_started_is_removed(ansible, registry, base, workdir):
+    """podman run creates the build container, then cannot start it: Packer
+    never knew it, so the bake removes it by the name it gave it."""
+    name = "nostart-%s" % uuid.uuid4().hex[:6]
+    recipe = copy_recipe(workdir, name)
+    path = os.path.join(recipe, "sources.pkr.hcl")
+    text = open(path).read()
+    assert '"--name", var.build_name,' in text
+    with open(path, "w") as f:
+        f.write(text.replace('"--name", var.build_name,', '"--entrypoint", "/nonexistent", "--name", var.build_name,'))
+    rc, res = bake(ansible, registry, recipe=recipe)
+    assert_failed_cleanly(rc, res, registry, name, "packer build", "/nonexistent")
+
+
+def test_tags_helper_fails_loudly_when_the_registry_is_down(registry):
+    with pytest.raises(AssertionError, match="cannot list the tags"):
+        tags({"address": "127.0.0.1:%d" % free_port()}, "web")
+    assert tags(registry, "never-pushed-%s" % uuid.uuid4().hex[:6]) == []
+
+
+def test_unknown_role_in_the_recipe(ansible, registry, base, workdir):
+    name = "norole-%s" % uuid.uuid4().hex[:6]
+    recipe = copy_recipe(workdir, name)
+    with open(os.path.join(recipe, "playbook.yml"), "a") as f:
+        f.write("  tasks:\n    - name: Apply a role that is nowhere\n      ansible.builtin.include_role:\n"
+                "        name: acme.missing.thing\n")
+    rc, res = bake(ansible, registry, recipe=recipe)
+    assert_failed_cleanly(rc, res, registry, name, "role 'acme.missing.thing'", os.path.join(recipe, "playbook.yml"))
+    assert "Traceback" not in res.get("exception", "") and "module_stderr" not in res

@@ -120,3 +120,70 @@ def test_plan_named_version_with_same_inputs_is_a_no_op():
 
 def test_plan_takes_a_new_named_version():
     assert plan(FixedCatalog([("1", "fa")]), "web", "fb", version="2024.06.1") == ("bake", "2024.06.1")
+
+
+def test_plan_force_does_not_overwrite_a_named_version_with_the_same_inputs():
+    with pytest.raises(ImmutableInfraError, match="already exists with the same inputs"):
+        plan(FixedCatalog([("1", "fa")]), "web", "fa", version="1", force=True)
+
+
+def _image(labels=None):
+    return {"reference": "r/app@" + D, "labels": labels or {}}
+
+
+def _config(*ports):
+    return {"config": {"ExposedPorts": {p: {} for p in ports}}}
+
+
+@pytest.mark.parametrize("image,config,expected", [
+    (_image(), _config("9000/tcp"), (9000, "expose")),
+    (_image(), _config("9000"), (9000, "expose")),
+    (_image(), _config("9000/tcp", "53/udp"), (9000, "expose")),
+    (_image({catalog.LABEL_PORT: "9001"}), _config("9000/tcp", "9001/tcp"), (9001, "label")),
+    (_image({catalog.LABEL_PORT: "7000"}), None, (7000, "label")),
+])
+def test_declared_port(image, config, expected):
+    port, source, warning = catalog.declared_port(image, config)
+    assert (port, source) == expected and warning is None
+
+
+def test_declared_port_falls_back_to_8080_with_a_warning():
+    port, source, warning = catalog.declared_port(_image(), {"config": {}})
+    assert (port, source) == (8080, "default") and "declares no service port" in warning and "r/app@" in warning
+
+
+def test_several_exposed_ports_without_a_label_are_an_error():
+    with pytest.raises(ImmutableInfraError, match=r"exposes several ports \(80, 9000\).*`port`"):
+        catalog.declared_port(_image(), _config("9000/tcp", "80/tcp"))
+
+
+@pytest.mark.parametrize("value", ["http", "0", "70000", "9000/tcp"])
+def test_bad_port_label_is_an_error_naming_it(value):
+    with pytest.raises(ImmutableInfraError, match="not a port number: %r" % value):
+        catalog.declared_port(_image({catalog.LABEL_PORT: value}))
+
+
+class PublishCatalog(catalog.Catalog):
+    """publish() against canned registry answers; no command runs."""
+
+    def __init__(self, answers):
+        super().__init__("127.0.0.1:5000")
+        self.answers = list(answers)
+
+    def inspect(self, name, tag_or_digest):
+        return self.answers.pop(0)
+
+
+def test_publish_refuses_an_existing_version(monkeypatch):
+    ran = []
+    monkeypatch.setattr(catalog, "run", lambda argv, **kw: ran.append(argv) or (0, "", ""))
+    with pytest.raises(ImmutableInfraError, match="already exists"):
+        PublishCatalog([{"bake_id": "other"}]).publish("img", "web", "3", "mine")
+    assert ran == []
+
+
+def test_publish_reports_a_version_pushed_by_another_bake_at_once(monkeypatch):
+    monkeypatch.setattr(catalog, "run", lambda argv, **kw: (0, "", ""))
+    with pytest.raises(ImmutableInfraError, match="pushed by another bake .bake id theirs, not ours mine"):
+        PublishCatalog([None, {"bake_id": "theirs"}]).publish("img", "web", "3", "mine")
+    assert PublishCatalog([None, {"bake_id": "mine"}]).publish("img", "web", "3", "mine") == {"bake_id": "mine"}

@@ -149,3 +149,20 @@ def test_build_args():
     assert packer.build_args(["a.pkrvars.hcl"], ["docker.c", "qemu.v"], "x.json") == [
         "-var-file=a.pkrvars.hcl", "-var-file=x.json", "-only=docker.c,qemu.v"]
     assert packer.build_args() == []
+
+
+@pytest.mark.parametrize("config,warns", [
+    ({"Cmd": ["/bin/sh"]}, True),
+    ({"Cmd": ["/bin/sh"], "Entrypoint": ["/usr/bin/python3", "/srv/app.py"]}, True),
+    ({"Cmd": ["bash"]}, True),
+    ({"Cmd": None, "Entrypoint": ["/usr/bin/python3", "/srv/app.py"]}, False),
+    ({"Cmd": ["/usr/bin/python3", "-m", "http.server"]}, False),
+    ({}, False),
+])
+def test_bake_warns_about_the_build_shell_as_command(config, warns):
+    from ansible_collections.immutable.infra.plugins.module_utils._bake import build_shell_warning
+
+    warning = build_shell_warning(config, "web:3")
+    assert bool(warning) is warns
+    if warns:
+        assert "web:3" in warning and "CMD []" in warning and config["Cmd"][0] in warning
