@@ -141,9 +141,16 @@ def base(ansible, registry):
 
 
 def tags(registry, name):
+    """The repository's tags. [] only when the registry answers that the repository
+    does not exist: any other failure (registry down, ...) fails the test."""
     proc = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", "docker://%s/%s" % (registry["address"], name)],
                           capture_output=True, text=True, check=False)
-    return sorted(json.loads(proc.stdout)["Tags"] or []) if proc.returncode == 0 else []
+    if proc.returncode == 0:
+        return sorted(json.loads(proc.stdout)["Tags"] or [])
+    if any(s in proc.stderr for s in ("404 (Not Found)", "NAME_UNKNOWN", "name unknown", "repository name not known")):
+        return []
+    raise AssertionError("cannot list the tags of %s in %s (rc=%d): %s"
+                         % (name, registry["address"], proc.returncode, proc.stderr.strip()))
 
 
 def bake_containers():
