@@ -1,4 +1,7 @@
-"""The fleet inventory plugin against real labelled podman containers:
+"""The fleet inventory plugin against real instances: first a real release
+(two versions of the web image through playbooks/release.yml), whose groups
+the inventory must match; then hand-labelled containers for what a release
+never makes (a stopped instance, a template in a label, odd users).
 ansible-inventory sees exactly this run's instances, grouped; an ad-hoc
 command reaches them through the podman connection."""
 from __future__ import annotations
@@ -11,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import TOP
+from conftest import RELEASE, TOP, free_port, release_vars
 
 # Minimal Debian images with python3 that may already be here (molecule / make demo built them).
 LOCAL_IMAGES = ("localhost/immutable-infra-molecule-base:bookworm", "127.0.0.1:5000/immutable/base:1")
@@ -117,6 +120,95 @@ def listed(env, path, *args):
 def host_port(name):
     out = podman("port", name, "8080/tcp").stdout.strip()
     return int(out.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def released(ansible, registry, release_images, apps, env):
+    """An app released twice by release.yml: v001 (disabled, warm) and v002 (enabled), two instances
+    each in zone-a and zone-b; with the groups as server_group_info reports them."""
+    app, port = apps("fleetrel"), free_port()
+    for image in ("relweb:1", "relweb:2"):
+        run = ansible.playbook(RELEASE, release_vars(registry, app, image, port))
+        assert run.rc == 0, run.stderr
+    rc, res = ansible.task("immutable.infra.server_group_info", {"app": app, "stack": "prod"})
+    assert rc == 0, res
+    return {"app": app, "port": port, "groups": {g["name"]: g for g in res["groups"]},
+            "routes": os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "router", "routes.json")}
+
+
+def release_source(workdir, released, **options):
+    d = tempfile.mkdtemp(prefix="fleetrel-", dir=workdir)
+    path = os.path.join(d, "fleet.yml")
+    with open(path, "w") as f:
+        json.dump(dict({"plugin": "immutable.infra.fleet", "filters": {"app": released["app"]},
+                        "router_state_file": released["routes"]}, **options), f)
+    return path
+
+
+def test_groups_of_a_real_release(env, released, workdir):
+    app, groups_made = released["app"], released["groups"]
+    v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
+    assert sorted(groups_made) == [v1, v2]
+    members = {g: sorted(i["name"] for i in groups_made[g]["instances"]) for g in groups_made}
+    everyone = sorted(members[v1] + members[v2])
+    path = release_source(workdir, released, keyed_groups=[{"key": "immutable_labels['infra.immutable.recipe']",
+                                                            "prefix": "recipe"}],
+                          groups={"serving": "immutable_traffic == 'enabled'"})
+    hostvars, groups, stderr = listed(env, path)
+    assert sorted(hostvars) == everyone, stderr
+
+    zones = {}
+    for g in groups_made.values():
+        for i in g["instances"]:
+            zones.setdefault("zone_" + i["zone"].replace("-", "_"), []).append(i["name"])
+    expected = {
+        "app_%s" % app: everyone,
+        "stack_%s_prod" % app: everyone,
+        "group_%s_prod_v001" % app: members[v1],
+        "group_%s_prod_v002" % app: members[v2],
+        "version_%s_%s" % (app, groups_made[v1]["image_version"]): members[v1],
+        "version_%s_%s" % (app, groups_made[v2]["image_version"]): members[v2],
+        "state_running": everyone,
+        "traffic_enabled": members[v2],
+        "traffic_disabled": members[v1],
+        "serving": members[v2],
+        "recipe_relweb": everyone,       # the recipe label holds the name the image was baked as
+    }
+    expected.update({z: sorted(n) for z, n in zones.items()})
+    assert sorted(zones) == ["zone_zone_a", "zone_zone_b"]
+    for group, hosts in expected.items():
+        assert groups.get(group) == hosts, group
+    assert "traffic_unrouted" not in groups and not any(g.startswith("state_") and g != "state_running" for g in groups)
+
+    for g in groups_made.values():
+        for i in g["instances"]:
+            hv = hostvars[i["name"]]
+            assert hv["immutable_group"] == g["name"] and hv["immutable_sequence"] == g["sequence"]
+            assert hv["immutable_image"] == g["image"] and hv["immutable_image_digest"] == g["image_digest"]
+            assert hv["immutable_image_version"] == g["image_version"] and hv["immutable_zone"] == i["zone"]
+            assert hv["immutable_endpoint"] == i["endpoint"] and hv["immutable_instance_id"] == i["instance_id"]
+            assert hv["immutable_traffic_weight"] == (100 if g["name"] == v2 else 0)
+            # The web image runs as its service user: the connection must know it.
+            assert hv["ansible_user"] == "web" and hv["ansible_connection"] == "containers.podman.podman"
+
+
+def test_adhoc_read_only_command_on_a_released_group(env, released, workdir):
+    app = released["app"]
+    v2 = released["groups"]["%s-prod-v002" % app]
+    names = sorted(i["name"] for i in v2["instances"])
+    before = {name: set(podman("diff", name).stdout.splitlines()) for name in names}
+    proc = subprocess.run(
+        ["ansible", "-i", release_source(workdir, released), "group_%s_prod_v002:&traffic_enabled" % app,
+         "-m", "ansible.builtin.command", "-a", "cat /opt/web/image.json"],
+        env=dict(env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"),
+        cwd=TOP, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(proc.stdout[proc.stdout.index("{"):])["plays"][0]["tasks"][0]["hosts"]
+    assert sorted(results) == names
+    for name, res in results.items():
+        identity = json.loads(res["stdout"])
+        assert res["rc"] == 0 and identity["message"] == "r2" and identity["version"] == v2["image_version"], res
+        assert set(podman("diff", name).stdout.splitlines()) - before[name] <= {"C /tmp"}, name
 
 
 def test_groups_and_hostvars(env, fleet, source, workdir):
