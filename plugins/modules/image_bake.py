@@ -90,6 +90,13 @@ options:
       - Where Packer's output goes, line by line, while the bake runs (follow it with C(tail -f)).
       - Defaults to a temporary file removed after the bake.
     type: path
+  log_dir:
+    description:
+      - A directory for the bake's log. The action plugin picks a new file in it (C(<recipe>-<UTC time>-<id>.log)),
+        creates the directory and says which file to follow before Packer starts. An empty string means the state
+        directory's C(bake-logs).
+      - Ignored when O(log_file) is set.
+    type: path
   fingerprint_paths:
     description:
       - More files or directories whose content is an input of the image.
@@ -220,6 +227,7 @@ def main():
         only=dict(type="list", elements="str", default=[]),
         force=dict(type="bool", default=False),
         log_file=dict(type="path"),
+        log_dir=dict(type="path"),
         fingerprint_paths=dict(type="list", elements="path", default=[]),
         collections_paths=dict(type="list", elements="path"),
         collection_version=dict(type="str"),
