@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -278,3 +279,89 @@ def live_weights(env, app, stack="prod"):
     rows = csv.DictReader(io.StringIO((router_command(env, "show stat") or "").lstrip("# ")))
     return {r["svname"]: (r["status"], int(r["weight"] or 0)) for r in rows
             if r.get("pxname") == "be_%s_%s" % (app, stack) and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+# ------------------------------------------------------------------ leases and killed runs
+def lease_path(env, app, stack="prod"):
+    return os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "router", "leases", "%s-%s.json" % (app, stack))
+
+
+def read_lease(env, app, stack="prod"):
+    try:
+        with open(lease_path(env, app, stack)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def lease_log(env):
+    try:
+        with open(os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "router", "leases", "log.jsonl")) as f:
+            return [json.loads(line) for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def start_release(env, extra_vars, workdir, playbook=RELEASE):
+    """A playbook (the release by default) in the background, in its own process group."""
+    path = os.path.join(workdir, "bg-%s.json" % time.monotonic_ns())
+    with open(path, "w") as f:
+        json.dump(extra_vars, f)
+    return subprocess.Popen(["ansible-playbook", playbook, "-e", "@" + path], env=env, cwd=TOP,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def proc_stat(pid):
+    """(ppid, start time in clock ticks) of a live process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in "ZX" else (int(fields[1]), int(fields[19]))
+
+
+def alive(pid):
+    return proc_stat(pid) is not None
+
+
+def children(pid):
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and (proc_stat(int(d)) or (0,))[0] == pid]
+
+
+def kill_release_when(env, workdir, extra_vars, cond, what, group=True):
+    """Start a release, wait for cond(), then SIGKILL its process group, or the ansible-playbook
+    process alone (group=False: its workers call setsid and live on). Returns (pid, its workers then)."""
+    proc = start_release(env, extra_vars, workdir)
+    workers = []
+    try:
+        wait_for(cond, 120, what)
+        workers = children(proc.pid)
+    finally:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.pid, workers
+
+
+def assert_converged(ansible, app, port, message="r2"):
+    """After a killed release and its re-run: one enabled group serving the wanted version, groups
+    within retention (keep 2), no orphan instance, nothing extra, all servers UP."""
+    assert endpoint_version(port)["message"] == message
+    ep = traffic(ansible, app)
+    assert ep["enabled"] == ["%s-prod-v002" % app]
+    groups = group_names(ansible, app)
+    assert groups == ["%s-prod-v001" % app, "%s-prod-v002" % app]
+    assert all(n.rsplit("-", 1)[0] in groups for n in instance_names(app))
+    assert len(instance_names(app)) == 4
+    assert all(s["status"].startswith("UP") for g in ep["groups"].values() for s in g["servers"])

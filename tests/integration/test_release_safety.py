@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import (RELEASE, ROLLBACK, TOP, Load, endpoint_version, free_port, group_names, instance_names,
-                      release_vars, traffic)
+from conftest import (RELEASE, ROLLBACK, Load, assert_converged, endpoint_version, free_port, group_names,
+                      instance_names, kill_release_when, lease_path, release_vars, start_release, traffic, wait_for)
 
 
 def test_unhealthy_image_is_rolled_back_without_a_failed_request(ansible, registry, release_images, apps, workdir):
@@ -31,26 +29,10 @@ def test_unhealthy_image_is_rolled_back_without_a_failed_request(ansible, regist
     assert traffic(ansible, app)["enabled"] == ["%s-prod-v001" % app]
 
 
-def start_release(env, extra_vars, workdir):
-    path = os.path.join(workdir, "bg-%s.json" % time.monotonic_ns())
-    with open(path, "w") as f:
-        json.dump(extra_vars, f)
-    return subprocess.Popen(["ansible-playbook", RELEASE, "-e", "@" + path], env=env, cwd=TOP,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
-
-
 def test_a_second_release_fails_fast_and_changes_nothing(ansible, registry, release_images, apps, env, workdir):
     app, port = apps(), free_port()
     assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
-    lock = os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "locks", "%s-prod.lock" % app)
+    lock = lease_path(env, app)
     first = start_release(env, release_vars(registry, app, "relweb:2", release_verify_seconds=3), workdir)
     try:
         wait_for(lambda: os.path.exists(lock), 60, "the first release to take the lock")
@@ -74,8 +56,7 @@ def _routes(env):
 
 
 KILL_POINTS = {
-    "after taking the lock": lambda app, env: os.path.exists(
-        os.path.join(env["IMMUTABLE_INFRA_STATE_DIR"], "locks", "%s-prod.lock" % app)),
+    "after taking the lock": lambda app, env: os.path.exists(lease_path(env, app)),
     "while the new group starts": lambda app, env: any(
         n.startswith("%s-prod-v002-" % app) for n in instance_names(app)),
     "after the traffic switch": lambda app, env: _routes(env)["endpoints"].get(
@@ -89,23 +70,11 @@ def test_killed_release_converges_when_run_again(ansible, registry, release_imag
     assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
     wanted = release_vars(registry, app, "relweb:2", release_verify_seconds=3)
     with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
-        proc = start_release(env, wanted, workdir)
-        try:
-            wait_for(lambda: KILL_POINTS[point](app, env), 120, point)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_release_when(env, workdir, wanted, lambda: KILL_POINTS[point](app, env), point)
         rerun = ansible.playbook(RELEASE, wanted)
     assert rerun.rc == 0, rerun.stderr
     assert load.report["failed"] == 0, load.report
-    assert endpoint_version(port)["message"] == "r2"
-    ep = traffic(ansible, app)
-    assert ep["enabled"] == ["%s-prod-v002" % app]
-    groups = group_names(ansible, app)
-    assert groups == ["%s-prod-v001" % app, "%s-prod-v002" % app]          # within retention (keep 2)
-    assert all(n.rsplit("-", 1)[0] in groups for n in instance_names(app))  # no orphan
-    assert len(instance_names(app)) == 4                                    # 2 per group, nothing extra
-    assert all(s["status"].startswith("UP") for g in ep["groups"].values() for s in g["servers"])
+    assert_converged(ansible, app, port)
 
 
 def test_unknown_image_changes_nothing(ansible, registry, release_images, apps):
