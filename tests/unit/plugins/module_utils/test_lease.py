@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -152,27 +153,31 @@ def test_busy_orphans_of_a_dead_run_are_waited_for_then_named(store):
 
 
 _ORPHAN = r"""
-import os, sys, time
+import os, signal, sys, time
 r, w = os.pipe()
 me = os.getpid()
 if os.fork():
     os._exit(0)                                  # the "ansible-playbook" dies at once
 os.setsid()                                      # the worker, detached as Ansible detaches it
+signal.alarm(30)                                 # never outlive the test for long, even if it is killed
 null = os.open(os.devnull, os.O_RDWR)
 for fd in range(3):
     os.dup2(null, fd)
 while os.getppid() == me:
     time.sleep(0.01)
 if sys.argv[1] == "stuck":
-    os.write(w, b"x" * 200000)                   # a result nobody reads: blocks for ever
+    os.write(w, b"x" * 200000)                   # a result nobody reads: blocks (until the alarm)
 time.sleep(60)
 """
 
 
 @pytest.mark.parametrize("kind", ["busy", "stuck"])
 def test_orphaned_workers_of_a_dead_run_are_found_and_told_apart(kind):
+    # A unique argument: concurrent runs of this test must not see each other's orphans.
+    tag = uuid.uuid4().hex
     owner_proc = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(0.5); exec(sys.argv[2])",
-                                   kind, _ORPHAN])
+                                   kind, _ORPHAN, tag])
+    assert _wait(lambda: tag in (_lease.cmdline(owner_proc.pid) or []), 5)  # exec'd: its own command line
     owner = _lease.identity(owner_proc.pid)
     owner_proc.wait()
     found = []
