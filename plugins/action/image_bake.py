@@ -28,10 +28,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.immutable.infra.plugins.module_utils._bake import find_templates, plan, resolve_var_files
-from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
+from ansible_collections.immutable.infra.plugins.module_utils._bake import plan, recipe_inputs
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, state_dir
-from ansible_collections.immutable.infra.plugins.module_utils._packer import fingerprint
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils._collection import (
     COLLECTION_ROOT,
@@ -73,20 +71,13 @@ def catalog_hit(args):
             or not isinstance(args.get("validate_certs"), (bool, type(None))):
         return None
     try:
-        recipe_dir = args["recipe"]
-        find_templates(recipe_dir)
-        var_files = resolve_var_files(recipe_dir, args.get("var_files"))
-        catalog = Catalog(args.get("registry") or REGISTRY_ARGS["registry"]["default"], args.get("validate_certs"))
-        parent = catalog.resolve(args["parent"]) if args.get("parent") else None
-        name = args.get("name") or os.path.basename(recipe_dir.rstrip("/"))
-        fp = fingerprint(recipe_dir, var_files, args.get("variables"), parent and parent["digest"],
-                         args.get("collection_version"), list(args.get("fingerprint_paths") or []), args.get("only"))
-        action, found = plan(catalog, name, fp, args.get("version"))
+        inputs = recipe_inputs(dict(args, registry=args.get("registry") or REGISTRY_ARGS["registry"]["default"]))
+        action, found = plan(inputs["catalog"], inputs["name"], inputs["fingerprint"], args.get("version"))
     except (ImmutableInfraError, TypeError, ValueError, KeyError):
         return None  # the module reports it, with its own message
     if action != "exists":
         return None
-    return {"changed": False, "fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name, "image": found}
+    return dict({k: inputs[k] for k in ("fingerprint", "parent", "recipe", "name")}, changed=False, image=found)
 
 
 class ActionModule(ActionBase):

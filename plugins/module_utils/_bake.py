@@ -153,20 +153,29 @@ def _shim_dir(workdir):
     return shim
 
 
-def bake_recipe(params, check_mode=False):
-    """Bake a Packer recipe once. params mirror image_bake's options."""
-    started = time.monotonic()
+def recipe_inputs(params):
+    """What a recipe bake is made of: the recipe directory, the repository name,
+    var files, catalog, parent version and input fingerprint. The image_bake
+    action reads these too, to answer a no-op without starting the module."""
     recipe_dir = os.path.abspath(params["recipe"])
     find_templates(recipe_dir)
     name = params.get("name") or os.path.basename(recipe_dir.rstrip("/"))
     var_files = resolve_var_files(recipe_dir, params.get("var_files"))
+    # No separate ping: the first registry call names an unreachable registry.
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
-    catalog.ping()
     parent = catalog.resolve(params["parent"]) if params.get("parent") else None
-    paths = list(params.get("fingerprint_paths") or [])
     fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
-                     params.get("collection_version"), paths, params.get("only"))
-    result = {"fingerprint": fp, "parent": parent, "recipe": recipe_dir, "name": name}
+                     params.get("collection_version"), list(params.get("fingerprint_paths") or []), params.get("only"))
+    return {"recipe": recipe_dir, "name": name, "var_files": var_files, "catalog": catalog, "parent": parent,
+            "fingerprint": fp}
+
+
+def bake_recipe(params, check_mode=False):
+    """Bake a Packer recipe once. params mirror image_bake's options."""
+    started = time.monotonic()
+    inputs = recipe_inputs(params)
+    catalog, var_files = inputs["catalog"], inputs["var_files"]
+    result = {k: inputs[k] for k in ("fingerprint", "parent", "recipe", "name")}
     return bake_once(catalog, params, result, started, check_mode,
                      lambda version, tags: _run_bake(params, check_mode, catalog, result, var_files, version, tags, started))
 
@@ -280,7 +289,6 @@ def build_base_image(params, check_mode=False):
     started = time.monotonic()
     name = params["name"]
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
-    catalog.ping()
     fp = base_fingerprint(params)
     result = {"fingerprint": fp, "name": name, "parent": None}
     return bake_once(catalog, params, result, started, check_mode,

@@ -178,11 +178,6 @@ class Catalog:
             )
         raise ImmutableInfraError("%s failed: %s" % (what, text), cmd=[self.skopeo] + args, rc=rc, stderr=err)
 
-    def ping(self):
-        """Fail with a clear message when the registry does not answer."""
-        self.list_tags("immutable-infra-ping")
-        return True
-
     def list_tags(self, name):
         out = self._skopeo(["list-tags", self._tls, "docker://" + self.repository(name)], "listing tags of %s" % name)
         return [] if out is None else list(json.loads(out).get("Tags") or [])
@@ -221,16 +216,27 @@ class Catalog:
 
     def find_fingerprint(self, name, fingerprint, tags=None, batch=8):
         """The newest version with this fingerprint, or None. Searches newest
-        first, a batch at a time: a no-op bake usually matches at once, so its
-        cost does not grow with the catalog."""
+        first: the newest tag alone (a no-op bake usually matches it), then a
+        batch at a time, so its cost does not grow with the catalog."""
         tags = sorted(self.list_tags(name) if tags is None else tags, key=version_key, reverse=True)
-        for start in range(0, len(tags), batch):
-            chunk = tags[start:start + batch]
+        start, size = 0, 1
+        while start < len(tags):
+            chunk = tags[start:start + size]
             with ThreadPoolExecutor(max_workers=len(chunk)) as pool:
                 found = list(pool.map(lambda t: self.inspect(name, t), chunk))
             for v in found:
                 if v is not None and v["fingerprint"] == fingerprint:
                     return v
+            start, size = start + size, batch
+        return None
+
+    def newest(self, name):
+        """The newest version of a repository, or None; inspects only as many
+        tags as it takes (a tag listed but deleted meanwhile is skipped)."""
+        for tag in sorted(self.list_tags(name), key=version_key, reverse=True):
+            found = self.inspect(name, tag)
+            if found is not None:
+                return found
         return None
 
     def resolve(self, ref):
@@ -243,8 +249,7 @@ class Catalog:
         elif parts["tag"]:
             found = cat.inspect(parts["name"], parts["tag"])
         else:
-            all_versions = cat.versions(parts["name"])
-            found = all_versions[-1] if all_versions else None
+            found = cat.newest(parts["name"])
         if found is None:
             raise ImmutableInfraError("unknown image %r: no such image version in registry %s" % (ref, parts["registry"]))
         return found

@@ -90,7 +90,6 @@ def main():
 
     def info():
         catalog = Catalog(p["registry"], p["validate_certs"])
-        catalog.ping()
         versions = catalog.versions(p["name"])
         matching = [v for v in versions
                     if (p["version"] is None or v["tag"] == p["version"])

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.action import image_bake
 from ansible_collections.immutable.infra.plugins.action.image_bake import catalog_hit, log_path
+from ansible_collections.immutable.infra.plugins.module_utils import _catalog
+from ansible_collections.immutable.infra.plugins.module_utils._packer import fingerprint
 
 
 def test_log_path_defaults_to_the_state_directory(monkeypatch, tmp_path):
@@ -44,13 +45,13 @@ class FakeCatalog:
 @pytest.fixture
 def recipe(tmp_path, monkeypatch):
     (tmp_path / "build.pkr.hcl").write_text("build {}\n")
-    monkeypatch.setattr(image_bake, "Catalog", FakeCatalog)
+    monkeypatch.setattr(_catalog, "Catalog", FakeCatalog)
     return {"recipe": str(tmp_path), "registry": "127.0.0.1:1", "parent": "immutable/base", "variables": {"a": 1}}
 
 
 def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatch):
     assert catalog_hit(recipe) is None  # an empty catalog: the module bakes
-    fp = image_bake.fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
+    fp = fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
     monkeypatch.setattr(FakeCatalog, "holds", fp)
     hit = catalog_hit(recipe)
     assert hit["changed"] is False and hit["image"] == {"version": "1", "fingerprint": fp}
@@ -62,7 +63,7 @@ def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatc
     {"force": True}, {"force": "yes"}, {"variables": "not a dict"}, {"validate_certs": "maybe"},
 ])
 def test_the_module_decides_what_the_shortcut_does_not_read(args, recipe, monkeypatch):
-    fp = image_bake.fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
+    fp = fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
     monkeypatch.setattr(FakeCatalog, "holds", fp)
     assert catalog_hit(dict(recipe, **args)) is None
 

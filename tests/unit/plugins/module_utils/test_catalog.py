@@ -83,10 +83,26 @@ class FixedCatalog(catalog.Catalog):
         return self._by_tag.get(tag_or_digest)
 
 
-def test_no_op_lookup_reads_only_the_newest_batch():
+def test_no_op_lookup_reads_only_the_newest_version():
     cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 41)])
     assert cat.find_fingerprint("web", "f40")["version"] == "40"
-    assert sorted(cat.inspected, key=int) == [str(n) for n in range(33, 41)]
+    assert cat.inspected == ["40"]
+
+
+def test_lookup_then_goes_a_batch_at_a_time():
+    cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 41)])
+    assert cat.find_fingerprint("web", "f35")["version"] == "35"
+    assert sorted(cat.inspected, key=int) == [str(n) for n in range(32, 41)]
+
+
+def test_newest_inspects_one_version_and_skips_a_deleted_tag():
+    cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 11)] + [("rc1", "fx")])
+    assert cat.resolve("web")["version"] == "rc1"          # named tags sort after numbers
+    assert cat.inspected == ["rc1"]
+    cat = FixedCatalog([(str(n), "f%d" % n) for n in range(1, 11)])
+    cat.list_tags = lambda name: [str(n) for n in range(1, 12)]  # 11 is listed but gone
+    assert cat.resolve("web")["version"] == "10"
+    assert cat.inspected == ["11", "10"]
 
 
 def test_fingerprint_search_reaches_old_versions():
