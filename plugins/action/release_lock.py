@@ -14,7 +14,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.immutable.infra.plugins.module_utils import _lease
 from ansible_collections.immutable.infra.plugins.module_utils._module import router_dir
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
-from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
 
 
 class ActionModule(ActionBase):

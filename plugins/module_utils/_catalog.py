@@ -14,6 +14,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 LABEL_VERSION = "org.opencontainers.image.version"
@@ -21,12 +22,12 @@ LABEL_CREATED = "org.opencontainers.image.created"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
 LABEL_BASE_NAME = "org.opencontainers.image.base.name"
-LABEL_RECIPE = "infra.immutable.recipe"
-LABEL_FINGERPRINT = "infra.immutable.fingerprint"
-LABEL_BAKE_ID = "infra.immutable.bake-id"
+LABEL_RECIPE = label("recipe")
+LABEL_FINGERPRINT = label("fingerprint")
+LABEL_BAKE_ID = label("bake-id")
 # The port the image's service listens on, set by the recipe. It wins over
 # EXPOSE; an image with exactly one exposed TCP port needs no label.
-LABEL_PORT = "infra.immutable.port"
+LABEL_PORT = label("port")
 DEFAULT_PORT = 8080
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -54,7 +54,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._module import run_module
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
-from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, groups_of, summary
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import groups_of, summary
 
 
 def main():
