@@ -49,3 +49,13 @@ variable "web_healthy" {
   description = "When false the image's /healthz answers 500 (an image that must never reach traffic)."
   default     = true
 }
+
+variable "web_fail_requests" {
+  type        = number
+  description = "Share (0-100 percent) of /version requests answered 500 while /healthz stays healthy (for testing the verify window)."
+  default     = 0
+  validation {
+    condition     = var.web_fail_requests >= 0 && var.web_fail_requests <= 100
+    error_message = "The web_fail_requests must be between 0 and 100."
+  }
+}

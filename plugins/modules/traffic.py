@@ -19,6 +19,13 @@ description:
     routes, so a reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
   - Groups whose instances are gone are removed from the router.
   - A stopped router is started first (see M(immutable.infra.router)).
+  - With O(verify_seconds), the groups that gained weight are watched after the switch. The router's counters
+    are polled every 0.05 s; as soon as their errors (5xx responses, connection and response errors) exceed
+    O(max_errors), or a group has no server UP, the previous weights come back (the old servers first) and the
+    task fails naming the counts. A failed first release removes the endpoint it created.
+  - With O(rollback), traffic goes back to the group that carried it before, chosen from the router's history
+    and the running groups. When that group was destroyed, nothing moves and C(recreate) in RV(rollback) is true
+    with the image the router recorded for it - recreate it with M(immutable.infra.server_group), then name it in O(groups).
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -40,8 +47,44 @@ options:
     type: dict
     default: {}
   port:
-    description: Port the endpoint listens on, on 127.0.0.1. Required the first time.
+    description:
+      - Port the endpoint listens on, on 127.0.0.1. Required the first time (or O(new_endpoint_port)).
+      - A different port for an existing endpoint is refused.
     type: int
+  new_endpoint_port:
+    description: Port for the endpoint when it is new; an existing endpoint keeps its own port and ignores this.
+    type: int
+  verify_seconds:
+    description:
+      - After a change, watch the groups that gained weight for up to this many seconds (0 - no window).
+      - The window ends early, and the change is undone, as soon as the errors exceed O(max_errors).
+    type: float
+    default: 0
+  max_errors:
+    description: Errors (5xx + connection + response errors) the verify window tolerates.
+    type: int
+    default: 0
+  keep_failed:
+    description: A group that fails verification stays in the router at weight 0 (for inspection) instead of leaving it.
+    type: bool
+    default: false
+  rollback:
+    description:
+      - Send all traffic back to the group that carried it before the current one (newest in the router's history
+        that still runs, else the newest running group out of traffic, else the newest in history, to be recreated).
+      - Refused when there is no endpoint or no other group. Mutually exclusive with O(groups).
+    type: bool
+    default: false
+  rollback_group:
+    description: Roll back to this group instead of choosing one. Implies O(rollback).
+    type: str
+  retire:
+    description:
+      - Groups to take out of the router once the change (and its verify window) succeeded, for example the groups a
+        release's retention removes next. They must not be given weight in O(groups).
+    type: list
+    elements: str
+    default: []
   health_check:
     description: How the router checks servers. Only given keys change the endpoint's check.
     type: dict
@@ -88,6 +131,21 @@ EXAMPLES = r"""
     groups:
       web-prod-v002: 90
       web-prod-v003: 10
+
+- name: Switch to the new group, watch it for 10 s, undo at the first error
+  immutable.infra.traffic:
+    app: web
+    stack: prod
+    groups:
+      web-prod-v003: 100
+    verify_seconds: 10
+    max_errors: 0
+
+- name: Roll back to the group that carried traffic before
+  immutable.infra.traffic:
+    app: web
+    stack: prod
+    rollback: true
 """
 
 RETURN = r"""
@@ -103,6 +161,37 @@ endpoint:
     enabled: [web-prod-v002]
     groups:
       web-prod-v002: {weight: 100, healthy: 2, requests: 10, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
+url:
+  description: The endpoint's address (also for a planned one in check mode).
+  returned: when state is present
+  type: str
+  sample: http://127.0.0.1:18080
+previous:
+  description: The groups that carried traffic before the task, with their weights.
+  returned: when state is present
+  type: dict
+  sample: {web-prod-v001: 100}
+rollback:
+  description: With O(rollback), the group chosen (C(to)), the groups that carried traffic (C(from)), the image the
+    router recorded for it (C(image)) and whether it must be recreated first (C(recreate)). Null otherwise.
+  returned: when state is present
+  type: dict
+  sample: {to: web-prod-v001, from: [web-prod-v002], image: "127.0.0.1:5000/web@sha256:0a1b", recreate: false}
+verification:
+  description:
+    - The verify window's counts for the groups that gained weight - requests, errors, C(hrsp_5xx), C(econ),
+      C(eresp), C(healthy) (fewest servers UP in a group), C(seconds) watched, C(passed). Null when there was no window.
+    - On failure the same dict is returned with the error.
+  returned: when state is present
+  type: dict
+  sample: {groups: [web-prod-v002], requests: 120, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, healthy: 2,
+           seconds: 3.0, window: 3.0, max_errors: 0, passed: true}
+planned:
+  description: In check mode, named groups that have no instance yet (an earlier task of the run would create them).
+  returned: when state is present
+  type: list
+  elements: str
+  sample: [web-prod-v003]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -125,6 +214,13 @@ def main():
                 path=dict(type="str", default="/healthz"), status=dict(type="int", default=200),
                 interval=dict(type="float", default=0.5))),
             wait_timeout=dict(type="int", default=30),
+            new_endpoint_port=dict(type="int"),
+            verify_seconds=dict(type="float", default=0),
+            max_errors=dict(type="int", default=0),
+            keep_failed=dict(type="bool", default=False),
+            rollback=dict(type="bool", default=False),
+            rollback_group=dict(type="str"),
+            retire=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **ROUTER_ARGS
         ),

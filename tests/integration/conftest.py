@@ -365,3 +365,8 @@ def assert_converged(ansible, app, port, message="r2"):
     assert all(n.rsplit("-", 1)[0] in groups for n in instance_names(app))
     assert len(instance_names(app)) == 4
     assert all(s["status"].startswith("UP") for g in ep["groups"].values() for s in g["servers"])
+
+
+def live_weights_only(env, app, stack="prod"):
+    """{server: weight} read live from the router (health states may flicker under load; weights must not)."""
+    return {name: weight for name, (_status, weight) in live_weights(env, app, stack).items()}

@@ -64,12 +64,13 @@ def test_rollback_is_quick_and_needs_no_new_instance(ansible, registry, release_
 
 def test_rollback_recreates_a_destroyed_group_from_its_recorded_image(ansible, registry, release_images, apps):
     app, port = apps(), free_port()
-    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
-    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", release_highlander=True)).rc == 0
+    for image, extra in (("relweb:1", {}), ("relweb:2", {"release_highlander": True})):
+        run = ansible.playbook(RELEASE, release_vars(registry, app, image, port, **extra))
+        assert run.rc == 0, [r.get("msg") for n in ("Fail with the reason",) for r in run.results(n)] or run.stderr
     assert group_names(ansible, app) == ["%s-prod-v002" % app]
     run = ansible.playbook(ROLLBACK, {"app": app, "stack": "prod", "catalog_registry": registry["address"]})
     assert run.rc == 0, run.stderr
-    assert "(recreated)" in run.result("Report the rollback")["msg"]
+    assert "(recreated from" in run.result("Report the rollback")["msg"]
     assert endpoint_version(port)["message"] == "r1"
 
 

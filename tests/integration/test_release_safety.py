@@ -113,7 +113,7 @@ def test_bad_health_check_spec_changes_nothing(ansible, registry, release_images
 def test_unknown_stack_on_rollback(ansible, apps):
     run = ansible.playbook(ROLLBACK, {"app": apps(), "stack": "nostack"})
     assert run.rc != 0
-    assert "has no router endpoint" in run.result("Refuse an app/stack the router does not serve")["msg"]
+    assert "has no router endpoint" in run.result("Move traffic back to the group that carried it before")["msg"]
 
 
 def test_bad_release_inputs_are_named(ansible, registry, apps):
@@ -122,3 +122,12 @@ def test_bad_release_inputs_are_named(ansible, registry, apps):
     assert run.rc != 0
     msg = run.result("Check the inputs")["msg"]
     assert "app=Bad App" in msg and "image=" in msg
+
+
+def test_bad_app_name_is_named_by_the_lock_and_changes_nothing(ansible, registry, release_images, apps):
+    for playbook in (RELEASE, ROLLBACK):
+        run = ansible.playbook(playbook, release_vars(registry, "Bad App", "relweb:1", free_port()))
+        assert run.rc != 0 and run.changed == 0
+        msg = run.result("Take the release lock of Bad App/prod")["msg"]
+        assert "invalid app 'Bad App'" in msg
+        assert not run.results("Create the new server group (or find the one running this image)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import RELEASE, endpoint_version, free_port, instance_names, release_vars, traffic
+from conftest import RELEASE, endpoint_version, free_port, instance_names, live_weights, release_vars
 
 
 def sg(ansible, registry, app, check=False, diff=False, **kw):
@@ -60,16 +60,20 @@ def test_server_group_bad_inputs(ansible, registry, release_images, apps):
     assert instance_names(app) == []
 
 
-def test_router_keeps_runtime_changes_across_reload_and_restart(ansible, registry, release_images, apps):
+def test_router_keeps_runtime_changes_across_reload_and_restart(ansible, registry, release_images, apps, env):
     app, port = apps(), free_port()
     assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
     assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2")).rc == 0   # runtime API change
-    before = traffic(ansible, app)
+    before = live_weights(env, app)
+    v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
+    # The runtime API set these weights: v002 carries, v001 drained (weight 0) but still routed.
+    assert {n.rsplit("-", 1)[0] for n, (_s, w) in before.items() if w > 0} == {v2}
+    assert {n.rsplit("-", 1)[0] for n, (_s, w) in before.items() if w == 0} == {v1}
     for state in ("reloaded", "restarted"):
         rc, res = ansible.task("immutable.infra.router", {"state": state})
         assert rc == 0 and res["changed"] and "%s/prod" % app in res["endpoints"]
         assert endpoint_version(port)["message"] == "r2"
-        after = traffic(ansible, app)
-        assert {g: v["weight"] for g, v in after["groups"].items()} == {g: v["weight"] for g, v in before["groups"].items()}
+        after = live_weights(env, app)       # live from the new process, not routes.json
+        assert {n: w for n, (_s, w) in after.items()} == {n: w for n, (_s, w) in before.items()}, (state, after)
     rc, res = ansible.task("immutable.infra.router", {"state": "started"})
     assert rc == 0 and not res["changed"]

@@ -137,10 +137,19 @@ class Runtime:
     def set_weight(self, backend, name, weight):
         self.checked("set weight %s/%s %d" % (backend, name, int(weight)))
 
-    def remove_server(self, backend, name):
+    def remove_server(self, backend, name, timeout=10.0):
+        """Take a server out of traffic (maintenance), then delete it once its last
+        connections closed: haproxy refuses to delete a server that still has some.
+        Returns False if it is still there (in maintenance, taking no traffic) after timeout."""
         self.checked("disable server %s/%s" % (backend, name))
-        out = self.cmd("del server %s/%s" % (backend, name)).strip()
-        return out.startswith("Server deleted") or not out
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.cmd("del server %s/%s" % (backend, name)).strip()
+            if out.startswith("Server deleted") or not out or "No such server" in out:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     def save_state(self, path):
         tmp = path + ".tmp"
@@ -177,14 +186,16 @@ class Router:
         except ValueError as exc:
             raise ImmutableInfraError("router routes file %s is not valid JSON: %s" % (self.routes_file, exc))
 
-    def write(self, routes):
-        """Validate and write the configuration, then routes.json (atomically)."""
+    def write(self, routes, validate=True):
+        """Validate and write the configuration, then routes.json (atomically).
+        validate=False is for a change of weights only, over a configuration
+        that was validated with the same servers (it saves a haproxy process)."""
         os.makedirs(self.state_dir, exist_ok=True)
         text = render_config(self.state_dir, routes)
         tmp = self.cfg + ".new"
         with open(tmp, "w") as f:
             f.write(text)
-        rc, out, err = run([self.binary, "-c", "-q", "-f", tmp], check=False, what="haproxy -c")
+        rc, out, err = run([self.binary, "-c", "-q", "-f", tmp], check=False, what="haproxy -c") if validate else (0, "", "")
         if rc != 0:
             os.unlink(tmp)
             raise ImmutableInfraError("router configuration is invalid: %s" % (err or out).strip(), cmd=[self.binary, "-c"])

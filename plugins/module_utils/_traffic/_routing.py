@@ -6,7 +6,9 @@
 Order of every change: new servers are added with weight 0 and must be UP
 in the router before any weight moves; only then do the wanted groups get
 their weights and the rest drain to 0. The router is never left without a
-healthy server carrying weight."""
+healthy server carrying weight. After a switch the new groups can be watched
+for a window (see _verify); a group that fails it is pulled at once and the
+previous weights come back."""
 
 from __future__ import annotations
 
@@ -15,20 +17,8 @@ import time
 from ansible_collections.immutable.infra.plugins.module_utils._service import port_in_use
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import backend_name, server_weight
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
-
-ERROR_FIELDS = ("hrsp_5xx", "econ", "eresp")
-
-
-def _int(value):
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
-
-
-def group_of(server_name):
-    """web-prod-v003-1a2b3c -> web-prod-v003."""
-    return server_name.rsplit("-", 1)[0]
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
+    ERROR_FIELDS, _int, describe, group_counters, group_of, rollback_target, verify)
 
 
 def _empty_group(weight):
@@ -67,87 +57,136 @@ def endpoint_report(router, app, stack):
             "history": ep.get("history", [])}
 
 
+def _url(ep):
+    return "http://%s:%d" % (ep.get("address", "127.0.0.1"), int(ep["port"]))
+
+
+def _running_groups(platform, app, stack):
+    by_group = {}
+    for inst in platform.list_instances(app=app, stack=stack):
+        if inst["state"] == "running":
+            by_group.setdefault(inst["group"], []).append(inst)
+    return by_group
+
+
 def apply(router, platform, params, check_mode=False):
-    """Set the weights of an app/stack's groups; add and remove router servers to match instances."""
+    """Set the weights of an app/stack's groups, or roll back to the group that carried
+    traffic before; add and remove router servers to match instances; watch the groups
+    that gained weight for a verify window and put the previous weights back if they fail."""
     app, stack = params["app"], params["stack"]
     key = "%s/%s" % (app, stack)
-    be = backend_name(app, stack)
     routes = router.load_routes()
     ep_before = routes["endpoints"].get(key)
     if params["state"] == "absent":
-        if ep_before is None:
-            return {"changed": False, "endpoint": None}
-        if not check_mode:
-            del routes["endpoints"][key]
-            router.write(routes)
-            if router.pid():          # a stopped router just starts without it
-                router.reload()
-        return {"changed": True, "endpoint": None, "diff": {"before": ep_before, "after": {}}}
+        return _remove_endpoint(router, routes, key, check_mode)
 
+    by_group = _running_groups(platform, app, stack)
+    before_groups = (ep_before or {}).get("groups", {})
+    result = {"changed": False, "previous": {g: w for g, w in before_groups.items() if w > 0}, "rollback": None,
+              "verification": None, "planned": []}
     wanted = {g: int(w) for g, w in (params.get("groups") or {}).items()}
+    if params.get("rollback") or params.get("rollback_group"):
+        if wanted:
+            raise ImmutableInfraError("give either groups or rollback, not both (groups: %s)" % sorted(wanted))
+        if ep_before is None:
+            raise ImmutableInfraError("%s has no router endpoint: nothing was released there, nothing to roll back" % key)
+        result["rollback"] = rollback_target(key, ep_before, set(by_group), params.get("rollback_group"))
+        if result["rollback"]["recreate"]:      # the caller recreates it from rollback.image, then names it in groups
+            result.update(url=_url(ep_before), endpoint=endpoint_report(router, app, stack))
+            return result
+        wanted = {result["rollback"]["to"]: 100}
     bad = {g: w for g, w in wanted.items() if not 0 <= w <= 100}
     if bad:
         raise ImmutableInfraError("weights must be between 0 and 100: %s" % bad)
     if not any(w > 0 for w in wanted.values()):
         raise ImmutableInfraError("refusing to route %s with no group carrying weight: that is zero backends" % key)
-    port = params.get("port") or (ep_before or {}).get("port")
-    if not port:
-        raise ImmutableInfraError("endpoint %s is new: give the port it listens on" % key)
-    if ep_before is not None and params.get("port") and int(params["port"]) != int(ep_before["port"]):
-        raise ImmutableInfraError("endpoint %s listens on port %s; moving it is not supported" % (key, ep_before["port"]))
-
-    instances = [i for i in platform.list_instances(app=app, stack=stack) if i["state"] == "running"]
-    by_group = {}
-    for inst in instances:
-        by_group.setdefault(inst["group"], []).append(inst)
+    if ep_before is not None:
+        port = ep_before["port"]
+        if params.get("port") and int(params["port"]) != int(port):
+            raise ImmutableInfraError("endpoint %s listens on port %s; moving it to %s is not supported"
+                                      % (key, port, params["port"]))
+    else:
+        port = params.get("port") or params.get("new_endpoint_port")
+        if not port:
+            raise ImmutableInfraError("endpoint %s is new: give the port it listens on" % key)
+        if port_in_use("127.0.0.1", port):
+            raise ImmutableInfraError("cannot route %s: port %s is already taken by another process" % (key, port))
+    retire = set(params.get("retire") or [])
+    clash = sorted(g for g in retire if wanted.get(g, 0) > 0)
+    if clash:
+        raise ImmutableInfraError("cannot retire %s from %s: asked to carry traffic too" % (", ".join(clash), key))
     for g, w in wanted.items():
         if w > 0 and not by_group.get(g):
-            raise ImmutableInfraError("server group %s has no running instance to send traffic to" % g)
-    weights = dict((ep_before or {}).get("groups", {}))
-    weights = {g: 0 for g in weights}                    # everything not named drains
+            if not check_mode:
+                raise ImmutableInfraError("server group %s has no running instance to send traffic to" % g)
+            result["planned"].append(g)     # check mode: created by an earlier task of the same run
+
+    weights = {g: 0 for g in before_groups}                     # everything not named drains
     weights.update(wanted)
     weights = {g: w for g, w in weights.items() if by_group.get(g) or w > 0}   # destroyed groups leave
-    servers = {}
-    for g in weights:
-        members = by_group.get(g, [])
-        for inst in members:
-            servers[inst["name"]] = {"group": g, "address": "127.0.0.1", "port": inst["host_port"],
-                                     "weight": server_weight(weights[g], len(members))}
-    hc = params.get("health_check") or {}
-    ep_after = {
-        "port": int(port), "address": "127.0.0.1", "groups": weights, "servers": servers,
-        "health": {"path": hc.get("path", "/healthz"), "status": hc.get("status", 200),
-                   "interval_ms": int(float(hc.get("interval", 0.5)) * 1000), "rise": 1, "fall": 2},
-        "history": list((ep_before or {}).get("history", [])),
-    }
-    if ep_before is not None:
-        ep_after["health"] = ep_before.get("health", ep_after["health"]) if not params.get("health_check") else ep_after["health"]
+    switched = _endpoint(port, weights, by_group, params.get("health_check"), ep_before)
+    final = dict(switched, groups={g: w for g, w in weights.items() if g not in retire},
+                 servers={n: s for n, s in switched["servers"].items() if s["group"] not in retire})
     comparable = ("port", "groups", "servers", "health")
-    changed = ep_before is None or any(ep_before.get(k) != ep_after.get(k) for k in comparable)
-    result = {"changed": changed, "diff": {"before": _brief(ep_before), "after": _brief(ep_after)}}
+    changed = ep_before is None or any(ep_before.get(k) != final.get(k) for k in comparable)
+    result.update(changed=changed, url=_url(final), diff={"before": _brief(ep_before), "after": _brief(final)})
     if not changed:
         result["endpoint"] = endpoint_report(router, app, stack)
         return result
-    if weights != (ep_before or {}).get("groups"):
-        ep_after["history"] = (ep_after["history"] + [{"time": time.time(), "groups": weights, "images": {
-            g: by_group[g][0]["image"] for g in weights if by_group.get(g)}}])[-50:]
+    if final["groups"] != before_groups:
+        entry = {"time": time.time(), "groups": final["groups"],
+                 "images": {g: by_group[g][0]["image"] for g in final["groups"] if by_group.get(g)}}
+        switched["history"] = final["history"] = (switched["history"] + [entry])[-50:]
     if check_mode:
         result["endpoint"] = None
         return result
+
     router.start()        # a no-op when it runs: routing an endpoint needs the router up
-    routes["endpoints"][key] = ep_after
-    if ep_before is None:
-        if port_in_use("127.0.0.1", port):
-            raise ImmutableInfraError("cannot route %s: port %s is already taken by another process" % (key, port))
-        router.write(routes)       # a new frontend needs a reload
-        router.reload()
-    else:
-        _apply_runtime(router, be, ep_before, ep_after, params.get("wait_timeout", 30))
+    be = backend_name(app, stack)
+    timeout = params.get("wait_timeout") or 30
+    baseline = _switch(router, routes, key, be, ep_before, switched, timeout)
+    gained = sorted(g for g, w in weights.items() if w > before_groups.get(g, 0))
+    if float(params.get("verify_seconds") or 0) > 0 and gained:
+        v = verify(lambda: router.runtime.stats(be), gained, baseline, float(params["verify_seconds"]),
+                   int(params.get("max_errors") or 0))
+        result["verification"] = v
+        if not v["passed"]:
+            _revert(router, routes, key, be, ep_before, switched, gained, v, params.get("keep_failed"))
+    if final["servers"] != switched["servers"] or final["groups"] != switched["groups"]:
+        for name in sorted(set(switched["servers"]) - set(final["servers"])):
+            router.runtime.remove_server(be, name)
+        routes["endpoints"][key] = final
         router.write(routes)
-    _wait_up(router, be, [n for n, s in servers.items() if s["weight"] > 0], params.get("wait_timeout", 30))
     router.runtime.save_state(router.state_dir + "/server-state")
     result["endpoint"] = endpoint_report(router, app, stack)
     return result
+
+
+def _endpoint(port, weights, by_group, hc, ep_before):
+    servers = {}
+    for g, w in weights.items():
+        members = by_group.get(g, [])
+        for inst in members:
+            servers[inst["name"]] = {"group": g, "address": "127.0.0.1", "port": inst["host_port"],
+                                     "weight": server_weight(w, len(members))}
+    health = {"path": (hc or {}).get("path", "/healthz"), "status": (hc or {}).get("status", 200),
+              "interval_ms": int(float((hc or {}).get("interval", 0.5)) * 1000), "rise": 1, "fall": 2}
+    if ep_before is not None and not hc:
+        health = ep_before.get("health", health)
+    return {"port": int(port), "address": "127.0.0.1", "groups": weights, "servers": servers, "health": health,
+            "history": list((ep_before or {}).get("history", []))}
+
+
+def _remove_endpoint(router, routes, key, check_mode):
+    ep_before = routes["endpoints"].get(key)
+    if ep_before is None:
+        return {"changed": False, "endpoint": None}
+    if not check_mode:
+        del routes["endpoints"][key]
+        router.write(routes)
+        if router.pid():          # a stopped router just starts without it
+            router.reload()
+    return {"changed": True, "endpoint": None, "diff": {"before": _brief(ep_before), "after": {}}}
 
 
 def _brief(ep):
@@ -156,7 +195,20 @@ def _brief(ep):
     return {"port": ep["port"], "groups": ep["groups"], "servers": sorted(ep["servers"])}
 
 
-def _apply_runtime(router, be, before, after, wait_timeout):
+def _switch(router, routes, key, be, before, after, wait_timeout):
+    """Make the router serve `after`; return the counters of its groups just before weights
+    moved (the verify window's baseline). A new endpoint that fails is removed again."""
+    carrying = [n for n, s in after["servers"].items() if s["weight"] > 0]
+    routes["endpoints"][key] = after
+    if before is None:
+        router.write(routes)       # a new frontend needs a reload
+        router.reload()
+        try:
+            _wait_up(router, be, carrying, wait_timeout)
+        except ImmutableInfraError as exc:
+            _remove_endpoint(router, routes, key, False)
+            raise ImmutableInfraError(exc.msg + "; the new endpoint %s was removed again" % key, **exc.details)
+        return group_counters(router.runtime.stats(be), after["groups"])
     rt = router.runtime
     live = {r["svname"]: r for r in rt.stats(be) if r["svname"] not in ("FRONTEND", "BACKEND")}
     added = []
@@ -165,17 +217,63 @@ def _apply_runtime(router, be, before, after, wait_timeout):
             rt.add_server(be, name, srv["address"], srv["port"], 0)
             added.append(name)
     # New servers must be UP before they get any weight: never switch to an unhealthy group.
-    carrying = [n for n, s in after["servers"].items() if s["weight"] > 0]
     try:
         _wait_up(router, be, carrying, wait_timeout)
     except ImmutableInfraError:
         for name in added:
             rt.remove_server(be, name)
         raise
+    # Record (and validate) the new servers at their current weights before any weight moves,
+    # so that the write after the switch is of weights only and the verify window starts at once.
+    routes["endpoints"][key] = dict(before, servers=dict(before["servers"], **{
+        n: dict(s, weight=int(live[n]["weight"]) if n in live else 0) for n, s in after["servers"].items()}))
+    router.write(routes)
+    baseline = group_counters(rt.stats(be), after["groups"])
+    # Raise weights before lowering others, so that some server always carries traffic.
     for name, srv in sorted(after["servers"].items(), key=lambda kv: -kv[1]["weight"]):
         rt.set_weight(be, name, srv["weight"])
     for name in sorted(set(live) - set(after["servers"])):
         rt.remove_server(be, name)
+    routes["endpoints"][key] = after
+    router.write(routes, validate=False)
+    return baseline
+
+
+def _revert(router, routes, key, be, before, switched, failing, v, keep_failed):
+    """Verification failed: put the previous weights back (the old servers first), take the
+    failing groups out of traffic (out of the router unless keep_failed), then raise."""
+    head = "%s failed verification: %s" % (", ".join(failing), describe(v))
+    if before is None:
+        _remove_endpoint(router, routes, key, False)
+        raise ImmutableInfraError(head + "; the endpoint %s was removed again (its first release: no traffic before)"
+                                  % key, verification=v, reverted=True)
+    rt = router.runtime
+    live = {r["svname"]: r for r in rt.stats(be) if r["svname"] not in ("FRONTEND", "BACKEND")}
+    restore = {n: s for n, s in before["servers"].items() if n in live}
+    if not any(s["weight"] > 0 and live[n]["status"].startswith("UP") for n, s in restore.items()):
+        raise ImmutableInfraError(head + "; the previous groups have no server UP any more, so traffic stays on %s"
+                                  % ", ".join(failing), verification=v, reverted=False)
+    for name, srv in sorted(restore.items(), key=lambda kv: -kv[1]["weight"]):
+        rt.set_weight(be, name, srv["weight"])
+    new = {n: s for n, s in switched["servers"].items() if n not in before["servers"]}
+    for name in sorted(new):
+        if keep_failed:
+            rt.set_weight(be, name, 0)
+        else:
+            rt.remove_server(be, name)
+    reverted = dict(before, servers=dict(restore))
+    reverted["groups"] = {g: w for g, w in before["groups"].items() if w > 0 or any(
+        s["group"] == g for s in restore.values())}
+    if keep_failed:
+        reverted["servers"].update({n: dict(s, weight=0) for n, s in new.items()})
+        reverted["groups"].update({s["group"]: 0 for s in new.values()})
+    routes["endpoints"][key] = reverted
+    router.write(routes)
+    rt.save_state(router.state_dir + "/server-state")
+    back = sorted(g for g, w in before["groups"].items() if w > 0)
+    raise ImmutableInfraError(head + "; traffic went back to %s; %s" % (
+        ", ".join(back), ("%s kept at weight 0 (keep_failed)" if keep_failed else "%s left the router")
+        % ", ".join(failing)), verification=v, reverted=True, previous={g: before["groups"][g] for g in back})
 
 
 def _wait_up(router, be, names, timeout):

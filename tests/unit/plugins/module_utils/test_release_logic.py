@@ -9,6 +9,8 @@ from ansible_collections.immutable.infra.plugins.module_utils._runner import Imm
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, health_spec, spread
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import parse_stat, render_config, server_weight
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
+    describe, group_counters, rollback_target, verify)
 from ansible_collections.immutable.infra.plugins.plugin_utils import _lock
 
 
@@ -103,3 +105,77 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     assert _lock.acquire(path, dead, "x")[0] is True
     changed, note = _lock.acquire(path, os.getpid(), "release of web/prod")
     assert changed and "stale lock of pid %d" % dead in note
+
+
+# ------------------------------------------------ verify window and rollback choice
+def _row(name, stot=0, h5=0, econ=0, eresp=0, status="UP"):
+    return {"svname": name, "stot": str(stot), "hrsp_5xx": str(h5), "econ": str(econ), "eresp": str(eresp),
+            "status": status}
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def _window(samples, seconds=3, max_errors=0):
+    """Run verify() over successive `show stat` samples (the last one repeats)."""
+    clock, reads = _Clock(), iter(samples)
+    last = []
+
+    def read():
+        last[:] = next(reads, last)
+        return list(last)
+    base = group_counters(samples[0], ["web-prod-v002"])
+    return verify(read, ["web-prod-v002"], base, seconds, max_errors, clock=clock, sleep=clock.sleep)
+
+
+def test_verify_window_passes_after_its_time_without_errors():
+    rows = [_row("FRONTEND"), _row("web-prod-v001-a", stot=50, h5=9), _row("web-prod-v002-b", stot=5)]
+    v = _window([rows, rows[:2] + [_row("web-prod-v002-b", stot=40)]])
+    assert v["passed"] and v["requests"] == 35 and v["errors"] == 0 and v["seconds"] >= 3
+    assert v["healthy"] == 1
+
+
+def test_verify_window_ends_at_the_first_error_beyond_the_allowance():
+    start = [_row("web-prod-v002-b", stot=0)]
+    samples = [start, [_row("web-prod-v002-b", stot=10)], [_row("web-prod-v002-b", stot=20, h5=1, econ=1)]]
+    v = _window(samples, seconds=30, max_errors=1)
+    assert not v["passed"] and v["errors"] == 2 and v["hrsp_5xx"] == 1 and v["econ"] == 1
+    assert v["seconds"] < 1 and "2 errors, allowed 1" in v["reason"]
+    assert "2 errors (5xx 1, connection 1, response 0) in 20 requests" in describe(v)
+
+
+def test_verify_window_fails_when_a_group_has_no_server_up():
+    v = _window([[_row("web-prod-v002-b")], [_row("web-prod-v002-b", status="DOWN")]], seconds=30)
+    assert not v["passed"] and v["healthy"] == 0 and "no healthy server" in v["reason"]
+
+
+def _ep(groups, history):
+    return {"groups": groups, "history": [{"groups": g, "images": {n: "img-" + n for n in g}} for g in history]}
+
+
+def test_rollback_goes_to_the_newest_group_that_carried_traffic_and_runs():
+    ep = _ep({"v1": 0, "v2": 0, "v3": 100}, [{"v1": 100}, {"v1": 0, "v2": 100}, {"v2": 0, "v3": 100}])
+    assert rollback_target("a/s", ep, {"v1", "v2", "v3"}) == {
+        "to": "v2", "from": ["v3"], "image": "img-v2", "recreate": False}
+    assert rollback_target("a/s", ep, {"v1", "v3"})["to"] == "v1"          # v2 gone: the next that runs
+    gone = rollback_target("a/s", ep, {"v3"})                                 # none runs: recreate the newest
+    assert gone["to"] == "v2" and gone["recreate"] and gone["image"] == "img-v2"
+    assert rollback_target("a/s", ep, {"v1", "v2", "v3"}, named="v1")["to"] == "v1"
+
+
+def test_rollback_refusals_name_what_carries_traffic():
+    ep = _ep({"v1": 100}, [{"v1": 100}])
+    with pytest.raises(ImmutableInfraError, match="a/s has no other group to roll back to; traffic stays on v1"):
+        rollback_target("a/s", ep, {"v1"})
+    with pytest.raises(ImmutableInfraError, match="v1 already carries the traffic"):
+        rollback_target("a/s", ep, {"v1"}, named="v1")
+    with pytest.raises(ImmutableInfraError, match="v9 of a/s is not running and the router recorded no image"):
+        rollback_target("a/s", ep, {"v1"}, named="v9")

@@ -1,0 +1,111 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The verify window after a switch, and the choice of a rollback target:
+pure policy over the router's per-server counters and recorded history.
+
+The window is bounded by errors as well as by time: it polls the router's
+counters every VERIFY_POLL seconds and ends as soon as the new groups' error
+delta exceeds the allowed count, so a failing group is pulled within a poll
+or two of crossing the threshold instead of at the end of the window."""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+
+ERROR_FIELDS = ("hrsp_5xx", "econ", "eresp")
+VERIFY_POLL = 0.05
+
+
+def _int(value):
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def group_of(server_name):
+    """web-prod-v003-1a2b3c -> web-prod-v003."""
+    return server_name.rsplit("-", 1)[0]
+
+
+def group_counters(rows, groups):
+    """{group: requests, errors by kind, healthy servers} summed over the servers of each named group."""
+    out = {g: dict({"requests": 0, "errors": 0, "healthy": 0}, **{f: 0 for f in ERROR_FIELDS}) for g in groups}
+    for row in rows:
+        g = out.get(group_of(row["svname"])) if row["svname"] not in ("FRONTEND", "BACKEND") else None
+        if g is None:
+            continue
+        g["requests"] += _int(row.get("stot"))
+        for f in ERROR_FIELDS:
+            g[f] += _int(row.get(f))
+        g["healthy"] += 1 if row.get("status", "").startswith("UP") else 0
+    for g in out.values():
+        g["errors"] = sum(g[f] for f in ERROR_FIELDS)
+    return out
+
+
+def window_delta(baseline, now):
+    """What the groups did since baseline: requests and errors summed; healthy is the
+    fewest healthy servers of any one group (each group must keep one)."""
+    delta = {k: sum(now[g][k] - baseline.get(g, {}).get(k, 0) for g in now) for k in ("requests", "errors") + ERROR_FIELDS}
+    delta["healthy"] = min(now[g]["healthy"] for g in now) if now else 0
+    return delta
+
+
+def verify(read_rows, groups, baseline, seconds, max_errors, clock=time.monotonic, sleep=time.sleep):
+    """Watch the groups for up to `seconds`; stop early when their errors exceed max_errors
+    or a group has no healthy server. Returns the window's counts with passed True/False."""
+    started = clock()
+    while True:
+        delta = window_delta(baseline, group_counters(read_rows(), groups))
+        elapsed = clock() - started
+        delta.update(groups=sorted(groups), max_errors=max_errors, seconds=round(elapsed, 2), window=seconds)
+        if delta["errors"] > max_errors:
+            return dict(delta, passed=False, reason="%d errors, allowed %d" % (delta["errors"], max_errors))
+        if delta["healthy"] == 0:
+            return dict(delta, passed=False, reason="a group has no healthy server")
+        if elapsed >= seconds:
+            return dict(delta, passed=True)
+        sleep(VERIFY_POLL)
+
+
+def describe(v):
+    """One line naming the window's counts, for messages."""
+    return "%d errors (5xx %d, connection %d, response %d) in %d requests over %.2fs of a %ss window, allowed %d" % (
+        v["errors"], v["hrsp_5xx"], v["econ"], v["eresp"], v["requests"], v["seconds"], v["window"], v["max_errors"])
+
+
+def rollback_target(key, ep, running, named=None):
+    """The group a rollback goes to: the named one, else the newest group in the router's
+    history that carried traffic before the current one and still runs, else the newest
+    running group out of traffic, else the newest one in history (to be recreated).
+    Returns {to, from, image (recorded for it, or None), recreate}."""
+    enabled = sorted(g for g, w in ep["groups"].items() if w > 0)
+    history = ep.get("history", [])
+    if named:
+        if named in enabled:
+            raise ImmutableInfraError("%s has no group to roll back to (%s already carries the traffic); traffic stays on %s"
+                                      % (key, named, ", ".join(enabled)))
+        target = named
+    else:
+        previous = []
+        for entry in reversed(history):
+            for g, w in sorted(entry.get("groups", {}).items()):
+                if w > 0 and g not in enabled and g not in previous:
+                    previous.append(g)
+        disabled = [g for g in sorted(running) if g not in enabled]
+        target = (next((g for g in previous if g in running), None) or (disabled[-1] if disabled else None)
+                  or (previous[0] if previous else None))
+        if not target:
+            raise ImmutableInfraError("%s has no other group to roll back to; traffic stays on %s"
+                                      % (key, ", ".join(enabled) or "nothing"))
+    images = [e["images"][target] for e in history if target in e.get("images", {})]
+    image = images[-1] if images else None
+    recreate = target not in running
+    if recreate and not image:
+        raise ImmutableInfraError("server group %s of %s is not running and the router recorded no image for it: "
+                                  "nothing to roll back to" % (target, key))
+    return {"to": target, "from": enabled, "image": image, "recreate": recreate}
