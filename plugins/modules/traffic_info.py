@@ -53,7 +53,7 @@ endpoint:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
-from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import endpoint_report
 

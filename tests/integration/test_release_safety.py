@@ -131,3 +131,15 @@ def test_bad_app_name_is_named_by_the_lock_and_changes_nothing(ansible, registry
         msg = run.result("Take the release lock of Bad App/prod")["msg"]
         assert "invalid app 'Bad App'" in msg
         assert not run.results("Create the new server group (or find the one running this image)")
+
+
+def test_release_service_port_is_checked_and_flows_to_the_server_group(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    bad = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port, release_service_port=70000))
+    assert bad.rc != 0 and "release_service_port=70000" in bad.result("Check the inputs")["msg"]
+    assert instance_names(app) == []
+    run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port, release_service_port=8080))
+    assert run.rc == 0, run.stderr
+    group = run.result("Create the new server group (or find the one running this image)")
+    assert group["port"] == 8080 and group["port_source"] == "option"
+    assert endpoint_version(port)["message"] == "r1"

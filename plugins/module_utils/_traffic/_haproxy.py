@@ -36,6 +36,20 @@ def server_weight(group_weight, servers_in_group):
     return max(1, min(256, int(math.ceil(group_weight * 2.56 / servers_in_group))))
 
 
+def check_args(health):
+    """A server's check settings from an endpoint's health spec. Servers added through the
+    runtime API do not inherit `default-server`, so both paths use this. `downinter` makes
+    a new server's first check run within 100 ms (it starts UP with no check done)."""
+    inter = int(health.get("interval_ms", 500))
+    return "check inter %dms downinter %dms fall %d rise %d" % (
+        inter, min(inter, 100), int(health.get("fall", 2)), int(health.get("rise", 1)))
+
+
+def check_passed(row):
+    """UP in a `show stat` row, after at least one completed check (a new server shows UP before any)."""
+    return row.get("status", "").startswith("UP") and row.get("check_status", "").lstrip("* ") not in ("INI", "")
+
+
 def render_config(state_dir, routes):
     """haproxy.cfg for the routes: one frontend and backend per app/stack."""
     lines = [
@@ -72,8 +86,7 @@ def render_config(state_dir, routes):
             "    balance roundrobin",
             "    option httpchk GET %s" % hc.get("path", "/healthz"),
             "    http-check expect status %d" % int(hc.get("status", 200)),
-            "    default-server check inter %dms fall %d rise %d" % (
-                int(hc.get("interval_ms", 500)), int(hc.get("fall", 2)), int(hc.get("rise", 1))),
+            "    default-server %s" % check_args(hc),
         ]
         for name in sorted(ep.get("servers", {})):
             srv = ep["servers"][name]
@@ -128,8 +141,8 @@ class Runtime:
         rows = parse_stat(self.cmd("show stat"))
         return [r for r in rows if backend is None or r["pxname"] == backend]
 
-    def add_server(self, backend, name, address, port, weight):
-        self.checked("add server %s/%s %s:%d weight %d check" % (backend, name, address, int(port), int(weight)),
+    def add_server(self, backend, name, address, port, weight, check="check"):
+        self.checked("add server %s/%s %s:%d weight %d %s" % (backend, name, address, int(port), int(weight), check),
                      ok=("New server registered",))
         self.checked("enable health %s/%s" % (backend, name))
         self.checked("enable server %s/%s" % (backend, name))

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils._service import port_in_use
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import backend_name, server_weight
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (
+    backend_name, check_args, check_passed, server_weight)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
     ERROR_FIELDS, _int, describe, group_counters, group_of, rollback_target, verify)
@@ -214,9 +215,9 @@ def _switch(router, routes, key, be, before, after, wait_timeout):
     added = []
     for name, srv in sorted(after["servers"].items()):
         if name not in live:
-            rt.add_server(be, name, srv["address"], srv["port"], 0)
+            rt.add_server(be, name, srv["address"], srv["port"], 0, check_args(after["health"]))
             added.append(name)
-    # New servers must be UP before they get any weight: never switch to an unhealthy group.
+    # New servers must pass the router's own check before they get any weight: never switch to an unhealthy group.
     try:
         _wait_up(router, be, carrying, wait_timeout)
     except ImmutableInfraError:
@@ -281,12 +282,13 @@ def _wait_up(router, be, names, timeout):
         return
     deadline = time.monotonic() + timeout
     while True:
-        status = {r["svname"]: r["status"] for r in router.runtime.stats(be)}
-        down = [n for n in names if not status.get(n, "").startswith("UP")]
+        rows = {r["svname"]: r for r in router.runtime.stats(be)}
+        status = {n: "%s (check %s)" % (r["status"], r.get("check_status") or "none") for n, r in rows.items()}
+        down = [n for n in names if not check_passed(rows.get(n, {}))]
         if not down:
             return
         if time.monotonic() > deadline:
             raise ImmutableInfraError("router health checks failed for %s within %ss (status: %s)" % (
                 ", ".join(down), timeout, ", ".join("%s=%s" % (n, status.get(n, "absent")) for n in down)),
                 unhealthy=down)
-        time.sleep(0.1)
+        time.sleep(0.05)

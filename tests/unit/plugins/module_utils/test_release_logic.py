@@ -7,7 +7,8 @@ import pytest
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name, parse_instance
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, health_spec, spread
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import parse_stat, render_config, server_weight
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (
+    check_args, check_passed, parse_stat, render_config, server_weight)
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
     describe, group_counters, rollback_target, verify)
@@ -179,3 +180,14 @@ def test_rollback_refusals_name_what_carries_traffic():
         rollback_target("a/s", ep, {"v1"}, named="v1")
     with pytest.raises(ImmutableInfraError, match="v9 of a/s is not running and the router recorded no image"):
         rollback_target("a/s", ep, {"v1"}, named="v9")
+
+
+def test_new_servers_count_as_up_only_after_a_completed_check():
+    # haproxy shows a server added at runtime as UP before any check ran.
+    assert not check_passed({"status": "UP 1/2", "check_status": "INI"})
+    assert not check_passed({"status": "UP 1/2", "check_status": "* INI"})
+    assert not check_passed({"status": "DOWN", "check_status": "L4CON"})
+    assert check_passed({"status": "UP", "check_status": "* L7OK"})
+    # Runtime-added servers do not inherit default-server: the same settings are passed explicitly.
+    assert check_args({"interval_ms": 500, "fall": 2, "rise": 1}) == "check inter 500ms downinter 100ms fall 2 rise 1"
+    assert check_args({"interval_ms": 50}) == "check inter 50ms downinter 50ms fall 2 rise 1"
