@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# Callers may keep importing check_name from here.
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._service import http_status

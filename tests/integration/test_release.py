@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import (DECOMMISSION, RELEASE, ROLLBACK, Load, endpoint_version, free_port, group_names,
+from conftest import (RELEASE, ROLLBACK, Load, endpoint_version, free_port, group_names,
                       instance_names, release_vars, traffic)
 
 
@@ -83,28 +83,6 @@ def test_retention_keeps_the_newest_groups(ansible, registry, release_images, ap
     ep = traffic(ansible, app)
     assert sorted(ep["groups"]) == ["%s-prod-v002" % app, "%s-prod-v003" % app]   # v001 left the router too
     assert endpoint_version(port)["message"] == "r3"
-
-
-def test_decommission(ansible, registry, release_images, apps):
-    app, port = apps(), free_port()
-    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
-    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2")).rc == 0
-    v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
-
-    refused = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v2})
-    assert refused.rc != 0 and "carries" in refused.result("Refuse to remove what carries traffic")["msg"]
-    assert group_names(ansible, app) == [v1, v2]
-
-    removed = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v1})
-    assert removed.rc == 0 and group_names(ansible, app) == [v2]
-    assert sorted(traffic(ansible, app)["groups"]) == [v2]
-    again = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_group": v1})
-    assert again.rc == 0 and again.changed == 0
-
-    whole = ansible.playbook(DECOMMISSION, {"app": app, "stack": "prod", "decommission_force": True})
-    assert whole.rc == 0
-    assert group_names(ansible, app) == [] and instance_names(app) == []
-    assert traffic(ansible, app) is None
 
 
 def test_two_stacks_side_by_side(ansible, registry, release_images, apps):

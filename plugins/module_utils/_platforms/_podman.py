@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import IDENTITY, LABEL_PREFIX
 # Re-exported for callers that still import it from here; _names defines it.
-from ansible_collections.immutable.infra.plugins.module_utils._names import group_name  # pylint: disable=unused-import
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 # Published on every interface: reach it on loopback.

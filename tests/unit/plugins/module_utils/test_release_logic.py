@@ -4,15 +4,15 @@ import os
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import group_name, parse_instance
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import parse_instance
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
-from ansible_collections.immutable.infra.plugins.module_utils._server_group import check_name, health_spec, spread
+from ansible_collections.immutable.infra.plugins.module_utils._server_group import health_spec, spread
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (
     check_args, check_passed, parse_stat, render_config, server_weight)
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
     describe, group_counters, rollback_target, verify)
-from ansible_collections.immutable.infra.plugins.plugin_utils import _lock
 
 
 def test_group_names_are_zero_padded():
@@ -92,20 +92,6 @@ def test_parse_instance_reads_identity_and_ports():
     inst = parse_instance(entry)
     assert inst["sequence"] == 2 and inst["host_port"] == 40123 and inst["endpoint"] == "http://127.0.0.1:40123"
     assert inst["zone"] == "zone-b" and inst["ports"] == {8080: 40123} and inst["state"] == "running"
-
-
-def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
-    path = str(tmp_path / "locks" / "web-prod.lock")
-    assert _lock.acquire(path, os.getpid(), "release of web/prod") == (True, None)
-    assert _lock.acquire(path, os.getpid(), "release of web/prod")[0] is False      # same owner: held
-    with pytest.raises(RuntimeError, match="is locked: another run holds it .pid %d" % os.getpid()):
-        _lock.acquire(path, os.getpid() + 1, "release of web/prod")
-    assert _lock.release(path, os.getpid() + 1) is False                          # not the owner's to drop
-    assert _lock.release(path, os.getpid()) is True and not os.path.exists(path)
-    dead = 2 ** 22 + 1                                                            # above pid_max: never alive
-    assert _lock.acquire(path, dead, "x")[0] is True
-    changed, note = _lock.acquire(path, os.getpid(), "release of web/prod")
-    assert changed and "stale lock of pid %d" % dead in note
 
 
 # ------------------------------------------------ verify window and rollback choice
