@@ -16,7 +16,6 @@ import random
 import string
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,56 +85,17 @@ def wait_all_ok(ports, timeout=120):
     return time.monotonic() - started
 
 
-class Prober:
-    """A light client on the endpoint while a release or rollback runs: one
-    GET /version at a time, `rate` per second, a new connection each (so each
-    is routed anew); counts failures and the versions served."""
-
-    def __init__(self, port, rate):
-        self.port, self.interval = port, 1.0 / rate
-        self.stats = {"requests": 0, "failed": 0, "versions": {}, "errors": []}
-        self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self):
-        started = time.monotonic()
-        while not self.halt.is_set():
-            t = time.monotonic()
-            status, body = http_get(self.port, "/version")
-            self.stats["requests"] += 1
-            if status == 200:
-                try:
-                    version = str(json.loads(body).get("version"))
-                except (ValueError, AttributeError):
-                    version = "?"
-                self.stats["versions"][version] = self.stats["versions"].get(version, 0) + 1
-            else:
-                self.stats["failed"] += 1
-                if len(self.stats["errors"]) < 5:
-                    self.stats["errors"].append({"t": round(t - started, 2), "status": status,
-                                                 "error": body if isinstance(body, str) else None})
-            self.halt.wait(max(0.0, self.interval - (time.monotonic() - t)))
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.halt.set()
-        self.thread.join(timeout=10)
-        return self.stats
-
-
 class Loadgen:
-    """playbooks/files/loadgen.py as a child process: 4 workers, each pausing
-    so that together they send about `rate` requests per second."""
+    """playbooks/files/loadgen.py as a child process: `workers` clients, each
+    pausing so that together they send about `rate` requests per second, a new
+    connection each (so each is routed anew); counts failures and versions."""
 
-    def __init__(self, port, rate, workdir, env):
+    def __init__(self, port, rate, workdir, env, workers=4):
         self.stop_file = os.path.join(workdir, "loadgen-%s.stop" % time.monotonic_ns())
         self.out = self.stop_file[:-5] + ".json"
         self.argv = [sys.executable, os.path.join(TOP, "playbooks", "files", "loadgen.py"), "--url",
                      "http://%s:%d/version" % (HOST, port), "--stop-file", self.stop_file, "--out", self.out,
-                     "--duration", "600", "--concurrency", "4", "--pause", "%.3f" % (4.0 / rate)]
+                     "--duration", "600", "--concurrency", str(workers), "--pause", "%.3f" % (workers / rate)]
         self.env = env
         self.proc = None
 
@@ -263,11 +223,10 @@ class Bench:
         return self.playbook("decommission.yml", extra)[0]
 
     def load(self, port):
-        if self.args.load == "loadgen":
-            return Loadgen(port, self.args.rate, self.load_dir, self.env).start()
-        if self.args.load == "probe":
-            return Prober(port, self.args.rate).start()
-        return None
+        if self.args.load == "none":
+            return None
+        workers = 4 if self.args.load == "loadgen" else 1
+        return Loadgen(port, self.args.rate, self.load_dir, self.env, workers).start()
 
     # -- containers of our own
     def start_containers(self, names, image, as_root=False):

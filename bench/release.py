@@ -27,11 +27,11 @@ release/in-place); single timings are noise here, and nothing passes or
 fails on time. Correctness is checked: a release must create N new
 instances and serve version 2, a rollback must serve version 1 again, an
 in-place update must leave every container serving version 2; runs that do
-not are reported and not counted. While (a) and (d) run, a light client
-(--load probe: one request at a time, --rate 20 per second, a new
-connection each) or playbooks/files/loadgen.py (--load loadgen: 4 workers
-paced with --pause to about the same rate; unpaced it takes a whole core of
-this 2-core machine and slows what it measures) counts failed requests.
+not are reported and not counted. While (a) and (d) run,
+playbooks/files/loadgen.py counts failed requests: one client (--load probe,
+--rate 20 per second, a new connection each) or 4 (--load loadgen) paced with
+--pause to about the same rate (unpaced it takes a whole core of this 2-core
+machine and slows what it measures).
 
 Hermetic: a temporary HOME and IMMUTABLE_INFRA_STATE_DIR (the router that
 release.yml starts lives there and is stopped by pid at the end), a registry
