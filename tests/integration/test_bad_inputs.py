@@ -11,9 +11,13 @@ import pytest
 from conftest import TOP, bake_containers, free_port, tags
 
 
-def copy_recipe(workdir, name):
+def copy_recipe(workdir, name, extra_tasks=None):
+    """A copy of the web recipe; extra_tasks (YAML text) are appended to its playbook."""
     dest = os.path.join(workdir, "bad", name)
     shutil.copytree(os.path.join(TOP, "packer", "web"), dest)
+    if extra_tasks:
+        with open(os.path.join(dest, "playbook.yml"), "a") as f:
+            f.write("  tasks:\n" + extra_tasks)
     return dest
 
 
@@ -61,10 +65,8 @@ def test_template_syntax_error(ansible, registry, base, workdir):
 
 def test_failing_provisioner(ansible, registry, base, workdir):
     name = "failing-%s" % uuid.uuid4().hex[:6]
-    recipe = copy_recipe(workdir, name)
-    with open(os.path.join(recipe, "playbook.yml"), "a") as f:
-        f.write("  tasks:\n    - name: Break the bake on purpose\n      ansible.builtin.command: /bin/false\n"
-                "      changed_when: false\n")
+    recipe = copy_recipe(workdir, name, "    - name: Break the bake on purpose\n      ansible.builtin.command: /bin/false\n"
+                                        "      changed_when: false\n")
     rc, res = bake(ansible, registry, recipe=recipe)
     assert_failed_cleanly(rc, res, registry, name, "TASK [Break the bake on purpose]", "non-zero return code")
     assert res["errors"] and os.path.exists(res["log_file"]) is False  # temporary log is cleaned up
@@ -125,10 +127,8 @@ def test_tags_helper_fails_loudly_when_the_registry_is_down(registry):
 
 def test_unknown_role_in_the_recipe(ansible, registry, base, workdir):
     name = "norole-%s" % uuid.uuid4().hex[:6]
-    recipe = copy_recipe(workdir, name)
-    with open(os.path.join(recipe, "playbook.yml"), "a") as f:
-        f.write("  tasks:\n    - name: Apply a role that is nowhere\n      ansible.builtin.include_role:\n"
-                "        name: acme.missing.thing\n")
+    recipe = copy_recipe(workdir, name, "    - name: Apply a role that is nowhere\n      ansible.builtin.include_role:\n"
+                                        "        name: acme.missing.thing\n")
     rc, res = bake(ansible, registry, recipe=recipe)
     assert_failed_cleanly(rc, res, registry, name, "role 'acme.missing.thing'", os.path.join(recipe, "playbook.yml"))
     assert "Traceback" not in res.get("exception", "") and "module_stderr" not in res
