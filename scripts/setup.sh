@@ -10,6 +10,7 @@ APT_PACKAGES=(
   podman runc uidmap slirp4netns containernetworking-plugins iptables
   packer docker-registry skopeo mmdebstrap haproxy
   python3-venv git make ca-certificates curl shellcheck
+  qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )
 
 missing=()

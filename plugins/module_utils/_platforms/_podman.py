@@ -12,7 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import IDENTITY, LABEL_PREFIX
-# Re-exported for callers that still import it from here; _names defines it.
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import Platform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 # Published on every interface: reach it on loopback.
@@ -96,8 +96,10 @@ def parse_users(stdout):
     return users
 
 
-class PodmanPlatform:
+class PodmanPlatform(Platform):
     name = "podman"
+    OPTIONS = ("podman", "validate_certs")
+    boot_seconds = 60
 
     def __init__(self, podman="podman", validate_certs=False):
         self.podman = podman

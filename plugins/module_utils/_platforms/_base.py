@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The platform seam: where instances of a server group run.
+
+Every policy above this package (converge a server group, route traffic,
+retire old groups, the fleet inventory) talks to a platform only through
+`Platform`. A new platform is one new file here, one branch in get_platform and
+the shared conformance cases passing; never an `if` in the policy.
+
+The instance record, returned by list_instances / instance / create_instances:
+
+  name           unique instance name (podman container, libvirt domain, EC2 id)
+  id             the platform's own id of it
+  app, stack, group, sequence, zone, instance_id
+                 identity, read back from where the platform keeps it (podman
+                 labels, libvirt domain metadata, EC2 tags): see _names.IDENTITY
+  image, image_digest, image_version
+                 the image version it was made from, pinned by digest
+  port           the service port inside the instance
+  host, host_port
+                 where the service port is reached from the controller
+  ports          {port inside: port reached on host} for every forwarded port
+  endpoint       "http://host:host_port" or None while it has no address
+  state          "running" when it is up; anything else is dead to the policy
+  created        creation time as the platform reports it
+  labels         the raw identity labels/tags/metadata
+
+A create spec (one per new instance) has app, stack, group, sequence, image
+(reference pinned by digest), image_digest, image_version, zone, port,
+extra_ports (more ports to forward, e.g. a separate health port), env
+({NAME: value} for the service) and stop_timeout.
+"""
+
+from __future__ import annotations
+
+
+class Platform:
+    """What every platform implements. Methods raise ImmutableInfraError naming the failure."""
+
+    name = None
+    # Seconds a new instance of this platform usually needs to answer: the default
+    # health wait of a server group is at least this (a VM boots slower than a container).
+    boot_seconds = 60
+
+    def list_instances(self, app=None, stack=None, group=None):
+        """Every instance (any state) matching the filters, in (app, stack, sequence, name) order."""
+        raise NotImplementedError
+
+    def instance(self, name):
+        """The record of one instance; raises when it does not exist."""
+        raise NotImplementedError
+
+    def pull(self, reference):
+        """Make sure the image version (pinned by digest) can start instances here."""
+        raise NotImplementedError
+
+    def create_instances(self, specs):
+        """Start one instance per spec; return their records. An instance that failed
+        to start is removed again before this raises: nothing is left behind."""
+        raise NotImplementedError
+
+    def destroy_instances(self, names, timeout=5):
+        """Stop (gracefully for up to timeout seconds) and remove instances; return the names."""
+        raise NotImplementedError
+
+    def logs(self, name, lines=20):
+        """The last lines an instance printed (console or service), '' when there are none."""
+        raise NotImplementedError
+
+    def address(self, instance, port):
+        """(host, port) where the controller reaches the instance's `port`, or None."""
+        host_port = (instance.get("ports") or {}).get(int(port))
+        return (instance.get("host") or "127.0.0.1", int(host_port)) if host_port else None
+
+    def users(self, names):
+        """{instance name: the user its service runs as} when the platform can tell, else {}."""
+        return {}
+
+    def connection(self, instance):
+        """Inventory host variables to reach the instance with Ansible (read-only checks), or {}."""
+        return {}
