@@ -7,7 +7,7 @@ export CONTAINERS_CONF := $(TOP)/.cache/containers/containers.conf
 export CONTAINERS_REGISTRIES_CONF := $(TOP)/.cache/containers/registries.conf
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-molecule bench bench-release registry-stop
+.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule bench bench-release registry-stop
 
 setup:
 	@scripts/setup.sh
@@ -20,7 +20,7 @@ demo: setup
 test: setup
 	@scripts/test.sh
 
-test-unit test-sanity test-lint test-packer test-integration test-molecule: setup
+test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule: setup
 	@scripts/test.sh $(subst test-,,$@)
 
 bench: setup

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite (`make test`), or some parts: scripts/test.sh unit lint ...
-# Parts: unit sanity lint packer integration molecule.
+# Parts: unit sanity lint packer integration vm molecule.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 . scripts/env.sh
 
 parts=("$@")
-((${#parts[@]})) || parts=(unit sanity lint packer integration molecule)
+((${#parts[@]})) || parts=(unit sanity lint packer integration vm molecule)
 failed=()
 declare -A took
 
@@ -52,7 +52,13 @@ run_packer() {
 }
 
 run_integration() {
-  python -m pytest -q -p no:cacheprovider tests/integration "${PYTEST_ARGS[@]}"
+  python -m pytest -q -p no:cacheprovider -m "not vm" tests/integration "${PYTEST_ARGS[@]}"
+}
+
+# The VM lane: bake VM images, boot them under libvirt/qemu (TCG where KVM
+# does not run guests), release, roll back, decommission.
+run_vm() {
+  python -m pytest -q -p no:cacheprovider -m vm tests/integration "${PYTEST_ARGS[@]}"
 }
 
 run_molecule() {

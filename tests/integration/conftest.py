@@ -370,3 +370,19 @@ def assert_converged(ansible, app, port, message="r2"):
 def live_weights_only(env, app, stack="prod"):
     """{server: weight} read live from the router (health states may flicker under load; weights must not)."""
     return {name: weight for name, (_status, weight) in live_weights(env, app, stack).items()}
+
+
+# ---------------------------------------------------------------- the VM lane
+# Tests that boot VMs (qemu/libvirt) run in their own lane of the test command
+# (`scripts/test.sh vm`); the container lane (`integration`) leaves them out.
+VM_LANE_FILES = ("test_vm_", "test_libvirt")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vm: boots VMs (qemu/libvirt); run by `scripts/test.sh vm`")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if os.path.basename(str(item.fspath)).startswith(VM_LANE_FILES):
+            item.add_marker(pytest.mark.vm)
