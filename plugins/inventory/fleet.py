@@ -6,22 +6,22 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: fleet
-short_description: The fleet of server groups as inventory, one host per instance container
+short_description: The fleet of server groups as inventory, one host per instance
 version_added: 0.1.0
 description:
-  - Reads every podman container that belongs to a server group (label C(infra.immutable.group)) through the
-    podman platform code the release modules use (one C(podman ps -a --format json)) and makes each one a host
-    named by its instance id (the container name).
-  - Hosts connect with P(containers.podman.podman#connection), so ad-hoc read-only checks run inside the instances.
-    One C(podman container inspect) of the selected instances finds the user each container runs as; a non-root
-    user becomes C(ansible_user), because the connection can only run modules as a non-root user it knows of.
-    C(ansible_remote_tmp) is C(/tmp), because a sealed image's service user may have no home directory, and the
+  - Reads every instance that belongs to a server group on the O(platform) through the platform code the release
+    modules use, and makes each one a host named by its instance id (the container or domain name).
+  - Connection host variables come from the platform. On C(podman) (one C(podman ps -a --format json) lists the
+    fleet), hosts connect with P(containers.podman.podman#connection), so ad-hoc read-only checks run inside the
+    instances. One C(podman container inspect) of the selected instances finds the user each container runs as; a
+    non-root user becomes C(ansible_user), because the connection can only run modules as a non-root user it knows
+    of. C(ansible_remote_tmp) is C(/tmp), because a sealed image's service user may have no home directory, and the
     private temporary directory Ansible makes there is removed after each task, so a check leaves no file behind.
   - "Host variables: C(immutable_app), C(immutable_stack), C(immutable_group), C(immutable_sequence) (int),
     C(immutable_image) (pinned by digest), C(immutable_image_digest), C(immutable_image_version), C(immutable_zone),
     C(immutable_instance_id), C(immutable_port) (the container port, int), C(immutable_endpoint)
-    (C(http://127.0.0.1:<host port>), where the port is published), C(immutable_state) (C(running), or the
-    podman state such as C(exited)), C(immutable_labels) (all the container's labels) and, when the router state
+    (C(http://127.0.0.1:<host port>), where the port is reached), C(immutable_state) (C(running), or the
+    platform's state such as C(exited)), C(immutable_labels) (all the container's labels) and, when the router state
     is known, C(immutable_traffic) (C(enabled), C(disabled) or C(unrouted)) and C(immutable_traffic_weight)."
   - "Groups (names sanitised: anything but letters, digits and C(_) becomes C(_)): C(app_<app>),
     C(stack_<app>_<stack>), C(group_<group>) (for example C(group_web_prod_v003)), C(version_<app>_<image version>),
@@ -31,9 +31,10 @@ description:
 author:
   - immutable.infra maintainers (@immutable-infra)
 requirements:
-  - podman on the controller
-  - the containers.podman collection, for the connection the hosts use
+  - the platform's tools on the controller (podman, or libvirt)
+  - on C(podman), the containers.podman collection, for the connection the hosts use
 extends_documentation_fragment:
+  - immutable.infra.platform
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache
 options:
@@ -44,10 +45,9 @@ options:
     choices: [immutable.infra.fleet]
   podman_path:
     description:
-      - The podman executable that lists the containers.
+      - The podman executable that lists the containers; the same as O(platform_options) C(podman), which wins.
       - Hosts also connect with it (C(ansible_podman_executable)) when it is not the default.
     type: str
-    default: podman
   filters:
     description:
       - Keep only the instances whose labels match every entry.
@@ -67,9 +67,9 @@ options:
       - Not cached, so traffic state is always current even with O(cache=true).
     type: path
 notes:
-  - With O(cache=true) the cached container list (after O(filters)) is reused until O(cache_timeout); C(--flush-cache)
-    reads podman again.
-  - A stopped instance keeps its published host port, so C(immutable_endpoint) is set for it too; it answers only
+  - With O(cache=true) the cached instance list (after O(filters)) is reused until O(cache_timeout); C(--flush-cache)
+    reads the platform again.
+  - A stopped podman instance keeps its published host port, so C(immutable_endpoint) is set for it too; it answers only
     while C(immutable_state) is C(running). Target C(state_running) for commands.
 seealso:
   - plugin: containers.podman.podman
@@ -80,6 +80,12 @@ seealso:
 EXAMPLES = r"""
 # fleet.yml: every instance of the web app
 plugin: immutable.infra.fleet
+filters:
+  app: web
+
+# vm-fleet.yml: the VMs of the web app
+plugin: immutable.infra.fleet
+platform: libvirt
 filters:
   app: web
 
@@ -107,7 +113,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.immutable.infra.plugins.module_utils._fleet import fleet, group_names, load_router_state, select
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 # What the cache keeps of each instance: all the grouping needs (ports by number would not survive JSON).
@@ -125,24 +131,24 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
 
-        instances = self._instances(path, cache)
+        try:
+            platform = self._platform()
+        except ImmutableInfraError as exc:
+            raise AnsibleParserError("fleet inventory: %s" % exc.msg)
+        instances = self._instances(platform, path, cache)
         weights = None
         if self.get_option("router_state_file"):
             weights, why_not = load_router_state(self.get_option("router_state_file"))
             if why_not:
                 self.display.warning(why_not)
 
-        data = fleet(instances, filters=self.get_option("filters"), weights=weights,
-                     users={i["name"]: i.get("user", "") for i in instances})
-        podman = self.get_option("podman_path")
+        data = fleet(instances, filters=self.get_option("filters"), weights=weights, connection=platform.connection)
         strict = self.get_option("strict")
         for name, hostvars in data["hosts"].items():
             self.inventory.add_host(name)
             for group in group_names(hostvars):
                 self.inventory.add_group(group)
                 self.inventory.add_host(name, group=group)
-            if podman != "podman":
-                hostvars = dict(hostvars, ansible_podman_executable=podman)
             # Labels are set by whoever starts a container: never templates.
             hostvars = wrap_var(hostvars)
             for key, value in hostvars.items():
@@ -151,7 +157,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)
 
-    def _instances(self, path, cache):
+    def _platform(self):
+        options = dict(self.get_option("platform_options") or {})
+        if self.get_option("podman_path"):
+            options.setdefault("podman", self.get_option("podman_path"))
+        return platform_from({"platform": self.get_option("platform"), "platform_options": options})
+
+    def _instances(self, platform, path, cache):
         """The selected instances with their users, read by the platform code, or from the inventory cache."""
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option("cache")
@@ -160,7 +172,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 return self._cache[cache_key]
             except KeyError:
                 pass
-        platform = PodmanPlatform(podman=self.get_option("podman_path"))
         try:
             instances = select(platform.list_instances(), self.get_option("filters"))
             users = platform.users([i["name"] for i in instances])

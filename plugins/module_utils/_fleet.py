@@ -4,10 +4,11 @@
 """The fleet as inventory data: instances (as the platform code reads them)
 grouped into Ansible groups.
 
-Pure functions over the platform's instance dicts (`PodmanPlatform.list_instances`
-and `users`), so the inventory plugin stays thin and the grouping is testable
-with captured podman output. Traffic state is not in the labels; it comes from
-the router's state file (group -> weight) when there is one.
+Pure functions over the platform's instance records (`Platform.list_instances`),
+with the connection host variables the platform gives (`Platform.connection`),
+so the inventory plugin stays thin, knows no platform, and the grouping is
+testable with captured platform output. Traffic state is not in the labels; it
+comes from the router's state file (group -> weight) when there is one.
 """
 
 from __future__ import annotations
@@ -37,39 +38,21 @@ TRAFFIC_DISABLED = "disabled"
 TRAFFIC_UNROUTED = "unrouted"
 
 
-def is_root(user):
-    return (user or "").split(":")[0] in ("", "root", "0")
-
-
-def connection_vars(name, user=None):
-    """How Ansible reaches an instance: the podman connection, as the container's own user.
-
-    containers.podman.podman copies module files in as root; a non-root
-    container user can only run them when the connection knows the user (it
-    then chowns them). Temporary files go in a private directory under /tmp,
-    removed after each task, so a check leaves no file behind in the
-    instance (a sealed image's service user may have no home either).
-    """
-    hostvars = {"ansible_connection": "containers.podman.podman", "ansible_host": name, "ansible_remote_tmp": "/tmp"}
-    if not is_root(user):
-        hostvars["ansible_user"] = user
-    return hostvars
-
-
 def sanitize(name):
     """A group name Ansible accepts: anything but letters, digits and _ becomes _."""
     return _UNSAFE_GROUP_CHARS.sub("_", str(name))
 
 
-def instance(inst, user=None):
+def instance(inst, connection=None):
     """(name, hostvars) of one instance, or None when it is not one (no group label or name).
 
+    connection(inst) gives the host variables that reach it (Platform.connection).
     Identity fields the instance does not carry (0 for sequence and port) give no hostvar.
     """
     name = inst.get("name")
     if not name or not inst.get("group"):
         return None
-    hv = connection_vars(name, user)
+    hv = dict(connection(inst) if connection else {})
     hv.update({
         "immutable_instance_id": inst.get("instance_id") or name,
         "immutable_state": str(inst.get("state") or "unknown").lower(),
@@ -172,16 +155,16 @@ def select(instances, filters=None):
     return [i for i in instances if i.get("name") and i.get("group") and matches(i.get("labels"), filters)]
 
 
-def fleet(instances, filters=None, weights=None, users=None):
+def fleet(instances, filters=None, weights=None, connection=None):
     """The inventory: {"hosts": {name: hostvars}, "groups": {group: [names]}}.
 
-    users ({name: user}, from the platform) makes the connection use each instance's user.
+    connection(instance) gives each host's connection variables (Platform.connection).
     weights ({group: weight}, from the router) adds immutable_traffic and
     immutable_traffic_weight; None means traffic state is unknown.
     """
     found = []
     for inst in select(instances, filters):
-        name, hv = instance(inst, (users or {}).get(inst["name"]))
+        name, hv = instance(inst, connection)
         if weights is not None:
             group = hv["immutable_group"]
             hv["immutable_traffic"] = traffic(group, weights)

@@ -2,8 +2,8 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The names every platform, router and plugin shares, defined once: the rule
-for app and stack names, server group names, and the identity an instance
-carries (podman labels today; libvirt metadata and cloud tags next)."""
+for app and stack names, server group and instance names, and the identity an
+instance carries (podman labels, libvirt domain metadata, cloud tags)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def check_name(kind, value):
 def group_name(app, stack, sequence):
     """web, prod, 3 -> web-prod-v003."""
     return "%s-%s-v%03d" % (app, stack, int(sequence))
+
+
+def instance_group(instance_name):
+    """web-prod-v003-1a2b3c -> web-prod-v003: every platform names an instance <group>-<suffix>."""
+    return str(instance_name).rsplit("-", 1)[0]
 
 
 def label(key):

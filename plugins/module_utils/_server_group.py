@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import IMAGE_FORMATS
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._service import http_status
 
@@ -70,9 +71,26 @@ def spread(zones, count, existing=()):
     return out
 
 
-def health_url(instance, hc):
-    host_port = instance["ports"].get(int(hc["port"]))
-    return "http://127.0.0.1:%d%s" % (host_port, hc["path"]) if host_port else None
+def health_url(platform, instance, hc):
+    """The health check's URL of an instance, where the platform says its port is reached (None: not yet)."""
+    where = platform.address(instance, hc["port"])
+    if not where:
+        return None
+    host, port = where
+    return "http://%s:%d%s" % ("[%s]" % host if ":" in host else host, int(port), hc["path"])
+
+
+def check_format(platform, image, name=None):
+    """Refuse an image version the platform cannot run (its `format`, absent = container), naming what to do."""
+    fmt = image.get("format") or "container"
+    wanted = getattr(platform, "image_format", "container")
+    if fmt == wanted:
+        return
+    source = IMAGE_FORMATS.get(wanted, {}).get("source")
+    others = IMAGE_FORMATS.get(fmt, {}).get("platforms", ())
+    hints = (["bake the recipe's %s source" % source] if source else []) + ["use platform %s" % p for p in others]
+    raise ImmutableInfraError("image %s is a %s image; the %s platform runs %s images%s" % (
+        name or image.get("reference"), fmt, platform.name, wanted, " (%s)" % ", or ".join(hints) if hints else ""))
 
 
 def wait_healthy(platform, instances, hc, wait_timeout, quick=0.05):
@@ -90,8 +108,8 @@ def wait_healthy(platform, instances, hc, wait_timeout, quick=0.05):
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(instances)))) as pool:
         while pending:
             batch = [i for i in pending if due[i["name"]] <= time.monotonic()]
-            results = list(pool.map(lambda i: http_status(health_url(i, hc), hc["timeout"]) if health_url(i, hc) else None,
-                                    batch))
+            urls = [health_url(platform, i, hc) for i in batch]
+            results = list(pool.map(lambda url: http_status(url, hc["timeout"]) if url else None, urls))
             now = time.monotonic()
             for inst, status in zip(batch, results):
                 last[inst["name"]] = status
@@ -194,6 +212,7 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
             raise ImmutableInfraError("server group %s does not exist; give image to create one" % target)
     if params.get("image"):
         image = resolve_image(params["image"])
+        check_format(platform, image, params["image"])
         same = [g for g, insts in groups.items() if insts[0]["image_digest"] == image["digest"]]
         if target is None and same:
             target = same[-1]
@@ -254,7 +273,7 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
             platform.destroy_instances([i["name"] for i in dead + surplus], params.get("stop_timeout", 5))
         now = keep + created
         if params.get("wait", True) and now:
-            result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout", 60))
+            result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout") or platform.boot_seconds)
     except ImmutableInfraError as exc:
         # Say which group failed, so that the caller can remove it.
         exc.details.setdefault("group", {"name": target, "sequence": seq, "image": image["reference"]})

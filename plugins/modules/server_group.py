@@ -10,9 +10,10 @@ module: server_group
 short_description: Create or remove a server group of identical instances of one image version
 version_added: 0.1.0
 description:
-  - A server group is O(count) identical instances of one image version, named C(<app>-<stack>-vNNN).
-    On the podman platform an instance is a container started from the image pinned by digest, labelled
-    with its identity, its service port published on C(127.0.0.1) only.
+  - A server group is O(count) identical instances of one image version, named C(<app>-<stack>-vNNN), on the
+    O(platform). On C(podman) an instance is a container started from the image pinned by digest, labelled
+    with its identity, its service port published on C(127.0.0.1) only; on C(libvirt) it is a VM booted from an
+    overlay of the VM image, its identity in the domain's metadata, its service port forwarded to C(127.0.0.1).
   - A new image makes the next group. The same image again returns the group that already runs it,
     unchanged when all its instances are running.
   - Instances are never changed in place. Dead instances are replaced, surplus ones removed.
@@ -22,6 +23,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.server_group
+  - immutable.infra.platform
   - immutable.infra.registry
   - immutable.infra.attributes
 attributes:
@@ -52,7 +54,7 @@ options:
     default: [zone-a]
   port:
     description:
-      - The port the service listens on inside the instance. It is labelled on every instance, published on
+      - The port the service listens on inside the instance. It is recorded on every instance, reached on
         C(127.0.0.1), and it is the default port of the health check.
       - Defaults to the port the image declares - its C(infra.immutable.port) label, else its one C(EXPOSE)d TCP
         port (read from the registry without pulling). An image exposing several ports and no label needs O(port).
@@ -96,9 +98,11 @@ options:
     type: bool
     default: true
   wait_timeout:
-    description: Seconds to wait for health.
+    description:
+      - Seconds to wait for health.
+      - Defaults to the time an instance of the O(platform) usually needs to boot (C(60) on C(podman); more on
+        C(libvirt), where a VM boots).
     type: int
-    default: 60
   stop_timeout:
     description: Seconds an instance gets to stop before it is killed.
     type: int
@@ -197,7 +201,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import HEALTH_OPTIONS, converge
 
 
@@ -214,19 +218,19 @@ def main():
             env=dict(type="dict", default={}),
             health_check=dict(type="dict", default={}, options=HEALTH_OPTIONS),
             wait=dict(type="bool", default=True),
-            wait_timeout=dict(type="int", default=60),
+            wait_timeout=dict(type="int"),
             stop_timeout=dict(type="int", default=5),
             state=dict(type="str", default="present", choices=["present", "absent"]),
-            **REGISTRY_ARGS
+            **dict(REGISTRY_ARGS, **PLATFORM_ARGS)
         ),
         required_one_of=[("image", "group")],
         supports_check_mode=True,
     )
     p = module.params
     catalog = Catalog(p["registry"], p["validate_certs"])
-    platform = PodmanPlatform(validate_certs=catalog.validate_certs)
 
     def group():
+        platform = platform_from(p, validate_certs=catalog.validate_certs)
         result = converge(platform, catalog.resolve, p, module.check_mode, declared_port=catalog.service_port)
         for warning in result.pop("warnings", []):
             module.warn(warning)

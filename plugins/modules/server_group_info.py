@@ -15,6 +15,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.server_group
+  - immutable.infra.platform
   - immutable.infra.attributes
   - immutable.infra.attributes.INFO_MODULE
 options:
@@ -53,15 +54,15 @@ groups:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._module import run_module
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import groups_of, summary
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(app=dict(type="str", required=True), stack=dict(type="str", required=True),
-                           group=dict(type="str")),
+                           group=dict(type="str"), **PLATFORM_ARGS),
         supports_check_mode=True,
     )
     p = module.params
@@ -69,7 +70,7 @@ def main():
     def info():
         check_name("app", p["app"])
         check_name("stack", p["stack"])
-        instances = PodmanPlatform().list_instances(app=p["app"], stack=p["stack"], group=p["group"])
+        instances = platform_from(p).list_instances(app=p["app"], stack=p["stack"], group=p["group"])
         return {"changed": False, "groups": [summary(n, i) for n, i in groups_of(instances).items()]}
 
     run_module(module, info)

@@ -26,6 +26,11 @@ The instance record, returned by list_instances / instance / create_instances:
   created        creation time as the platform reports it
   labels         the raw identity labels/tags/metadata
 
+Instance names are "<group>-<suffix>" on every platform (the router and the
+verify window find an instance's group from its name: _names.instance_group).
+
+The inventory adds "user" (from users()) to a record before connection() reads it.
+
 A create spec (one per new instance) has app, stack, group, sequence, image
 (reference pinned by digest), image_digest, image_version, zone, port,
 extra_ports (more ports to forward, e.g. a separate health port), env
@@ -33,6 +38,13 @@ extra_ports (more ports to forward, e.g. a separate health port), env
 """
 
 from __future__ import annotations
+
+# What each image format is baked from and which platforms run it: for the error
+# that refuses an image of the wrong format, naming what to do instead.
+IMAGE_FORMATS = {
+    "container": {"source": "docker", "platforms": ("podman",)},
+    "vm": {"source": "qemu", "platforms": ("libvirt",)},
+}
 
 
 class Platform:
@@ -42,6 +54,11 @@ class Platform:
     # Seconds a new instance of this platform usually needs to answer: the default
     # health wait of a server group is at least this (a VM boots slower than a container).
     boot_seconds = 60
+    # The image format its instances start from: "container" or "vm" (an image
+    # version's `format` fact, from its infra.immutable.format label, absent = container).
+    image_format = "container"
+    # The get_platform options (platform_options) it accepts.
+    OPTIONS = ()
 
     def list_instances(self, app=None, stack=None, group=None):
         """Every instance (any state) matching the filters, in (app, stack, sequence, name) order."""
@@ -78,5 +95,6 @@ class Platform:
         return {}
 
     def connection(self, instance):
-        """Inventory host variables to reach the instance with Ansible (read-only checks), or {}."""
+        """Inventory host variables to reach the instance with Ansible (read-only checks), or {}.
+        instance may carry "user" (from users())."""
         return {}

@@ -83,6 +83,27 @@ def parse_ps(stdout):
     return [parse_instance(e) for e in doc or [] if isinstance(e, dict)]
 
 
+def is_root(user):
+    return (user or "").split(":")[0] in ("", "root", "0")
+
+
+def connection_vars(name, user=None, podman="podman"):
+    """How Ansible reaches an instance: the podman connection, as the container's own user.
+
+    containers.podman.podman copies module files in as root; a non-root
+    container user can only run them when the connection knows the user (it
+    then chowns them). Temporary files go in a private directory under /tmp,
+    removed after each task, so a check leaves no file behind in the
+    instance (a sealed image's service user may have no home either).
+    """
+    hostvars = {"ansible_connection": "containers.podman.podman", "ansible_host": name, "ansible_remote_tmp": "/tmp"}
+    if not is_root(user):
+        hostvars["ansible_user"] = user
+    if podman != "podman":
+        hostvars["ansible_podman_executable"] = podman
+    return hostvars
+
+
 def parse_users(stdout):
     """{container name: configured user ('' for the image default)} from `podman container inspect --format json`."""
     try:
@@ -100,6 +121,7 @@ class PodmanPlatform(Platform):
     name = "podman"
     OPTIONS = ("podman", "validate_certs")
     boot_seconds = 60
+    image_format = "container"
 
     def __init__(self, podman="podman", validate_certs=False):
         self.podman = podman
@@ -199,3 +221,7 @@ class PodmanPlatform(Platform):
     def logs(self, name, lines=20):
         rc, out, err = self._podman(["logs", "--tail", str(lines), name], "podman logs", check=False)
         return (out + err).strip() if rc == 0 else ""
+
+    def connection(self, instance):
+        """The containers.podman.podman connection, as the instance's user (instance["user"], from users())."""
+        return connection_vars(instance["name"], instance.get("user"), self.podman)

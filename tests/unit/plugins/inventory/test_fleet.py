@@ -1,6 +1,7 @@
 """The fleet inventory's grouping, over instances the podman platform code
 parsed from `podman ps` / `podman container inspect` output captured from
-real instance containers (fixtures/)."""
+real instance containers (fixtures/), with the connection variables the
+platform gives (Platform.connection). The grouping itself knows no platform."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,9 @@ D3 = "sha256:119e2c04eebbb1d60107e0a43687d9952fdd2d160d9c7f5df5138e50e600061a"
 def fixture(name):
     with open(os.path.join(FIXTURES, name)) as f:
         return f.read()
+
+
+PODMAN = podman.PodmanPlatform()
 
 
 @pytest.fixture
@@ -52,12 +56,21 @@ def test_the_fleet_is_read_by_the_platform_code_in_two_podman_calls(monkeypatch)
     platform = podman.PodmanPlatform(podman="/usr/bin/podman")
     instances = platform.list_instances()
     users = platform.users([i["name"] for i in instances])
+    instances = [dict(i, user=users.get(i["name"], "")) for i in instances]
     assert fake.calls[0] == ["/usr/bin/podman", "ps", "-a", "--format", "json", "--filter", "label=infra.immutable.group"]
     assert fake.calls[1][:5] == ["/usr/bin/podman", "container", "inspect", "--format", "json"]
     assert len(fake.calls) == 2
-    inv = fleet.fleet(instances, users=users)
+    inv = fleet.fleet(instances, connection=platform.connection)
     assert inv["hosts"]["shop-prod-v003-1a2b3c"]["ansible_user"] == "web"
     assert "ansible_user" not in inv["hosts"]["shop-prod-v002-4f1c2a"]
+    # A podman other than the default is the one the connection uses too.
+    assert inv["hosts"]["shop-prod-v002-4f1c2a"]["ansible_podman_executable"] == "/usr/bin/podman"
+    assert "ansible_podman_executable" not in PODMAN.connection(instances[0])
+
+
+def test_without_a_connection_the_hosts_get_identity_only(containers):
+    hv = fleet.fleet(containers)["hosts"]["shop-prod-v003-1a2b3c"]
+    assert not any(k.startswith("ansible_") for k in hv) and hv["immutable_app"] == "shop"
 
 
 @pytest.mark.parametrize("out", ["", "  \n", "null", "[]"])
@@ -97,7 +110,7 @@ def test_groups_of_the_captured_fleet(containers):
 
 
 def test_hostvars_of_a_running_instance(containers):
-    hv = fleet.fleet(containers)["hosts"]["shop-prod-v003-1a2b3c"]
+    hv = fleet.fleet(containers, connection=PODMAN.connection)["hosts"]["shop-prod-v003-1a2b3c"]
     labels = hv.pop("immutable_labels")
     assert hv == {
         "ansible_connection": "containers.podman.podman",
@@ -298,13 +311,13 @@ def test_users_from_inspect():
     ("web", {"ansible_user": "web"}), ("999:999", {"ansible_user": "999:999"}),
 ])
 def test_connection_as_the_containers_user(user, extra):
-    assert fleet.connection_vars("web-prod-v003-1a2b3c", user) == dict({
+    assert PODMAN.connection({"name": "web-prod-v003-1a2b3c", "user": user}) == dict({
         "ansible_connection": "containers.podman.podman", "ansible_host": "web-prod-v003-1a2b3c",
         "ansible_remote_tmp": "/tmp"}, **extra)
 
 
 def test_instance_connects_as_its_user(containers):
-    _name, hv = fleet.instance(containers[2], "web")
+    _name, hv = fleet.instance(dict(containers[2], user="web"), PODMAN.connection)
     assert hv["ansible_user"] == "web" and hv["ansible_remote_tmp"] == "/tmp"
-    _name, hv = fleet.instance(containers[2])
-    assert "ansible_user" not in hv
+    _name, hv = fleet.instance(containers[2], PODMAN.connection)
+    assert "ansible_user" not in hv and hv["ansible_connection"] == "containers.podman.podman"

@@ -10,12 +10,14 @@ import time
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import Platform as BasePlatform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import health_spec, wait_healthy
 
 
-class Platform:
-    """The two platform calls the wait makes: the instance is running; it has no logs."""
+class Platform(BasePlatform):
+    """The platform calls the wait makes: the instance is running; it has no logs; its
+    port is reached where the base interface says (127.0.0.1 and its published port)."""
 
     def instance(self, name):
         return {"name": name, "state": "running"}
