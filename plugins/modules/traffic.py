@@ -15,8 +15,10 @@ description:
   - Order of a change - instances of newly named groups are added to the router with weight 0 and must pass
     the router's health checks before any weight moves; then the named groups get their weights, then the rest drain.
     The router is never left without a healthy server carrying weight.
-  - Changes go through haproxy's runtime API (no reload, no dropped request) and are persisted in the router's
-    routes, so a reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
+  - The policy is the same for every router backend; the backend today is the project's haproxy. Changes go
+    through haproxy's runtime API (no reload, no dropped request) and are persisted in the router's routes, so a
+    reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
+  - Router servers are where the O(platform) says each instance's service port is reached.
   - Groups whose instances are gone are removed from the router.
   - A stopped router is started first (see M(immutable.infra.router)).
   - With O(verify_seconds), the groups that gained weight are watched after the switch. The router's counters
@@ -30,6 +32,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.server_group
+  - immutable.infra.platform
   - immutable.infra.router
   - immutable.infra.attributes
 attributes:
@@ -160,7 +163,8 @@ endpoint:
     port: 18080
     enabled: [web-prod-v002]
     groups:
-      web-prod-v002: {weight: 100, healthy: 2, requests: 10, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
+      web-prod-v002: {weight: 100, healthy: 2, requests: 10, errors: 0, http_5xx: 0, connect_errors: 0,
+                      response_errors: 0, servers: []}
 url:
   description: The endpoint's address (also for a planned one in check mode).
   returned: when state is present
@@ -179,12 +183,14 @@ rollback:
   sample: {to: web-prod-v001, from: [web-prod-v002], image: "127.0.0.1:5000/web@sha256:0a1b", recreate: false}
 verification:
   description:
-    - The verify window's counts for the groups that gained weight - requests, errors, C(hrsp_5xx), C(econ),
-      C(eresp), C(healthy) (fewest servers UP in a group), C(seconds) watched, C(passed). Null when there was no window.
+    - The verify window's counts for the groups that gained weight - C(requests), C(errors) (the sum of the
+      next three), C(http_5xx) (5xx responses), C(connect_errors) (failed connections to a server),
+      C(response_errors) (broken responses), C(healthy) (fewest servers up in a group), C(seconds) watched,
+      C(passed). The names are the same for every router backend. Null when there was no window.
     - On failure the same dict is returned with the error.
   returned: when state is present
   type: dict
-  sample: {groups: [web-prod-v002], requests: 120, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, healthy: 2,
+  sample: {groups: [web-prod-v002], requests: 120, errors: 0, http_5xx: 0, connect_errors: 0, response_errors: 0, healthy: 2,
            seconds: 3.0, window: 3.0, max_errors: 0, passed: true}
 planned:
   description: In check mode, named groups that have no instance yet (an earlier task of the run would create them).
@@ -197,8 +203,8 @@ planned:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
-from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import PodmanPlatform
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import apply
 
@@ -222,7 +228,7 @@ def main():
             rollback_group=dict(type="str"),
             retire=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
-            **ROUTER_ARGS
+            **dict(ROUTER_ARGS, **PLATFORM_ARGS)
         ),
         supports_check_mode=True,
     )
@@ -231,7 +237,7 @@ def main():
     def converge():
         check_name("app", p["app"])
         check_name("stack", p["stack"])
-        return apply(Router(router_dir(p)), PodmanPlatform(), p, module.check_mode)
+        return apply(Router(router_dir(p)), platform_from(p), p, module.check_mode)
 
     run_module(module, converge)
 

@@ -11,8 +11,9 @@ short_description: Read an app/stack endpoint's groups, weights, health and erro
 version_added: 0.1.0
 description:
   - Reads the router live - per server group its weight, how many servers pass the router's health checks,
-    requests served, and error counts (C(hrsp_5xx) responses, C(econ) connection errors, C(eresp) response
-    errors) that release gates compare over a window.
+    requests served, and error counts (C(http_5xx) responses, C(connect_errors) connection errors,
+    C(response_errors) response errors, C(errors) their sum) that release gates compare over a window. The names
+    are the same for every router backend (haproxy today).
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -45,8 +46,13 @@ endpoint:
     port: 18080
     enabled: [web-prod-v002]
     groups:
-      web-prod-v001: {weight: 0, healthy: 2, requests: 1200, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
-      web-prod-v002: {weight: 100, healthy: 2, requests: 10, errors: 0, hrsp_5xx: 0, econ: 0, eresp: 0, servers: []}
+      web-prod-v001: {weight: 0, healthy: 1, requests: 1200, errors: 0, http_5xx: 0, connect_errors: 0,
+                      response_errors: 0, servers: [{name: web-prod-v001-4f1c2a, up: true, status: UP, weight: 0,
+                                                     check: L7OK}]}
+      web-prod-v002: {weight: 100, healthy: 1, requests: 10, errors: 0, http_5xx: 0, connect_errors: 0,
+                      response_errors: 0, servers: [{name: web-prod-v002-1a2b3c, up: true, status: UP, weight: 256,
+                                                     check: L7OK}]}
+    backend: {status: UP, requests: 1210, http_5xx: 0, connect_errors: 0, response_errors: 0}
     history: []
 """
 

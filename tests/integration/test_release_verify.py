@@ -59,10 +59,10 @@ def test_failing_image_is_pulled_back_at_the_first_errors(ansible, registry, fai
     msg = run.result("Fail with the reason")["msg"]
     print("verify window: %s; load: %d requests, %d failed (%s); playbook %.1fs"
           % (v, report["requests"], report["failed"], report["statuses"], took))
-    assert not v["passed"] and v["hrsp_5xx"] > 0 and v["errors"] > 0 and v["seconds"] < WINDOW
+    assert not v["passed"] and v["http_5xx"] > 0 and v["errors"] > 0 and v["seconds"] < WINDOW
     assert took < WINDOW                                   # bounded by the errors, not by the window
     assert "failed and was rolled back" in msg and "traffic stays on %s-prod-v001" % app in msg
-    assert "failed verification" in msg and "5xx %d" % v["hrsp_5xx"] in msg and "%d requests" % v["requests"] in msg
+    assert "failed verification" in msg and "5xx %d" % v["http_5xx"] in msg and "%d requests" % v["requests"] in msg
     assert "traffic went back to %s-prod-v001" % app in msg
     # The errors clients saw are the window's 500s only, and few.
     assert set(report["statuses"]) <= {"200", "500"}, report

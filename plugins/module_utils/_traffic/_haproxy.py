@@ -7,7 +7,11 @@ Desired routing lives in routes.json in the router's state directory; the
 configuration file is rendered from it, so a reload or a restart serves
 exactly what the runtime API was told. Weights and servers change through
 the runtime API (no reload, no dropped request); only a new or removed
-endpoint needs a (seamless, master-worker) reload."""
+endpoint needs a (seamless, master-worker) reload.
+
+Router is the haproxy RouterBackend: haproxy's own names (`show stat` columns
+such as svname, stot, hrsp_5xx, econ, eresp) are turned into the backend's
+neutral records here and nowhere else."""
 
 from __future__ import annotations
 
@@ -22,6 +26,10 @@ import time
 
 from ansible_collections.immutable.infra.plugins.module_utils import _service as svc
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._backend import RouterBackend
+
+# haproxy `show stat` column -> neutral counter name.
+_COUNTERS = {"stot": "requests", "hrsp_5xx": "http_5xx", "econ": "connect_errors", "eresp": "response_errors"}
 
 
 def backend_name(app, stack):
@@ -48,6 +56,33 @@ def check_args(health):
 def check_passed(row):
     """UP in a `show stat` row, after at least one completed check (a new server shows UP before any)."""
     return row.get("status", "").startswith("UP") and row.get("check_status", "").lstrip("* ") not in ("INI", "")
+
+
+def _count(value):
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def server_record(row):
+    """A `show stat` server row as the neutral live server record (see _backend)."""
+    rec = {"name": row["svname"], "weight": _count(row.get("weight")), "status": row.get("status", ""),
+           "check": row.get("check_status") or None, "up": row.get("status", "").startswith("UP"),
+           "check_passed": check_passed(row)}
+    rec.update({name: _count(row.get(col)) for col, name in _COUNTERS.items()})
+    return rec
+
+
+def endpoint_stats(rows):
+    """`show stat` rows of one backend -> {"servers": {name: record}, "total": {...}}."""
+    servers, total = {}, {}
+    for row in rows:
+        if row["svname"] == "BACKEND":
+            total = dict({name: _count(row.get(col)) for col, name in _COUNTERS.items()}, status=row.get("status", ""))
+        elif row["svname"] != "FRONTEND":
+            servers[row["svname"]] = server_record(row)
+    return {"servers": servers, "total": total}
 
 
 def render_config(state_dir, routes):
@@ -171,8 +206,14 @@ class Runtime:
         os.replace(tmp, path)
 
 
-class Router:
-    """The project's haproxy: state directory, process, routes."""
+def _backend(key):
+    return backend_name(*key.split("/", 1))
+
+
+class Router(RouterBackend):
+    """The project's haproxy: state directory, process, routes; the haproxy RouterBackend."""
+
+    name = "haproxy"
 
     def __init__(self, state_dir, binary="haproxy"):
         self.state_dir = os.path.abspath(state_dir)
@@ -273,3 +314,28 @@ class Router:
             if time.monotonic() > deadline:
                 raise ImmutableInfraError(msg)
             time.sleep(0.05)
+
+    # ------------------------------------------------------------ RouterBackend
+    def running(self):
+        return bool(self.pid())
+
+    def port_available(self, port):
+        return not svc.port_in_use(self.listen_address, port)
+
+    def server_weight(self, group_weight, servers_in_group):
+        return server_weight(group_weight, servers_in_group)
+
+    def stats(self, key):
+        return endpoint_stats(self.runtime.stats(_backend(key)))
+
+    def add_server(self, key, name, address, port, weight, health):
+        self.runtime.add_server(_backend(key), name, address, port, weight, check_args(health))
+
+    def set_weight(self, key, name, weight):
+        self.runtime.set_weight(_backend(key), name, weight)
+
+    def remove_server(self, key, name):
+        return self.runtime.remove_server(_backend(key), name)
+
+    def save_state(self):
+        self.runtime.save_state(os.path.join(self.state_dir, "server-state"))

@@ -8,23 +8,29 @@ in the router before any weight moves; only then do the wanted groups get
 their weights and the rest drain to 0. The router is never left without a
 healthy server carrying weight. After a switch the new groups can be watched
 for a window (see _verify); a group that fails it is pulled at once and the
-previous weights come back."""
+previous weights come back.
+
+Policy only: the router is a RouterBackend (_backend; haproxy is _haproxy.Router),
+the instances come from a Platform, and each server's address is where the
+platform says the instance's service port is reached."""
 
 from __future__ import annotations
 
 import time
 
-from ansible_collections.immutable.infra.plugins.module_utils._service import port_in_use
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (
-    backend_name, check_args, check_passed, server_weight)
+from ansible_collections.immutable.infra.plugins.module_utils._names import instance_group
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._backend import COUNTERS, ERROR_FIELDS, empty_counters
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
-    ERROR_FIELDS, _int, describe, group_counters, group_of, rollback_target, verify)
+    describe, group_counters, rollback_target, verify)
 
 
 def _empty_group(weight):
-    return dict({"weight": weight, "servers": [], "healthy": 0, "requests": 0, "errors": 0},
-                **{f: 0 for f in ERROR_FIELDS})
+    return dict(empty_counters(), weight=weight, servers=[], healthy=0, errors=0)
+
+
+def _live(router, key):
+    return router.stats(key) if router.running() else {"servers": {}, "total": {}}
 
 
 def endpoint_report(router, app, stack):
@@ -34,32 +40,25 @@ def endpoint_report(router, app, stack):
     ep = routes["endpoints"].get(key)
     if ep is None:
         return None
-    rows = router.runtime.stats(backend_name(app, stack)) if router.pid() else []
+    live = _live(router, key)
     groups = {g: _empty_group(w) for g, w in ep["groups"].items()}
-    backend = {}
-    for row in rows:
-        if row["svname"] in ("FRONTEND", "BACKEND"):
-            if row["svname"] == "BACKEND":
-                backend = {"status": row["status"], "requests": _int(row["stot"]),
-                           **{f: _int(row[f]) for f in ERROR_FIELDS}}
-            continue
-        g = groups.setdefault(group_of(row["svname"]), _empty_group(0))
-        up = row["status"].startswith("UP")
-        g["servers"].append({"name": row["svname"], "status": row["status"], "weight": _int(row["weight"]),
-                             "check": row.get("check_status")})
-        g["healthy"] += 1 if up else 0
-        g["requests"] += _int(row["stot"])
-        for f in ERROR_FIELDS:
-            g[f] += _int(row[f])
-        g["errors"] += sum(_int(row[f]) for f in ERROR_FIELDS)
+    for name, srv in sorted(live["servers"].items()):
+        g = groups.setdefault(instance_group(name), _empty_group(0))
+        g["servers"].append({k: srv.get(k) for k in ("name", "status", "weight", "check", "up")})
+        g["healthy"] += 1 if srv["up"] else 0
+        for f in COUNTERS:
+            g[f] += srv[f]
+        g["errors"] += sum(srv[f] for f in ERROR_FIELDS)
+    backend = live["total"]
     enabled = sorted(n for n, g in groups.items() if g["weight"] > 0)
-    return {"app": app, "stack": stack, "endpoint": "http://%s:%d" % (ep.get("address", "127.0.0.1"), ep["port"]),
+    return {"app": app, "stack": stack, "endpoint": _url(ep),
             "port": ep["port"], "groups": groups, "enabled": enabled, "backend": backend,
             "history": ep.get("history", [])}
 
 
 def _url(ep):
-    return "http://%s:%d" % (ep.get("address", "127.0.0.1"), int(ep["port"]))
+    host = ep.get("address", "127.0.0.1")
+    return "http://%s:%d" % ("[%s]" % host if ":" in host else host, int(ep["port"]))
 
 
 def _running_groups(platform, app, stack):
@@ -110,7 +109,7 @@ def apply(router, platform, params, check_mode=False):
         port = params.get("port") or params.get("new_endpoint_port")
         if not port:
             raise ImmutableInfraError("endpoint %s is new: give the port it listens on" % key)
-        if port_in_use("127.0.0.1", port):
+        if not router.port_available(port):
             raise ImmutableInfraError("cannot route %s: port %s is already taken by another process" % (key, port))
     retire = set(params.get("retire") or [])
     clash = sorted(g for g in retire if wanted.get(g, 0) > 0)
@@ -125,7 +124,7 @@ def apply(router, platform, params, check_mode=False):
     weights = {g: 0 for g in before_groups}                     # everything not named drains
     weights.update(wanted)
     weights = {g: w for g, w in weights.items() if by_group.get(g) or w > 0}   # destroyed groups leave
-    switched = _endpoint(port, weights, by_group, params.get("health_check"), ep_before)
+    switched = _endpoint(router, platform, port, weights, by_group, params.get("health_check"), ep_before)
     final = dict(switched, groups={g: w for g, w in weights.items() if g not in retire},
                  servers={n: s for n, s in switched["servers"].items() if s["group"] not in retire})
     comparable = ("port", "groups", "servers", "health")
@@ -143,38 +142,41 @@ def apply(router, platform, params, check_mode=False):
         return result
 
     router.start()        # a no-op when it runs: routing an endpoint needs the router up
-    be = backend_name(app, stack)
     timeout = params.get("wait_timeout") or 30
-    baseline = _switch(router, routes, key, be, ep_before, switched, timeout)
+    baseline = _switch(router, routes, key, ep_before, switched, timeout)
     gained = sorted(g for g, w in weights.items() if w > before_groups.get(g, 0))
     if float(params.get("verify_seconds") or 0) > 0 and gained:
-        v = verify(lambda: router.runtime.stats(be), gained, baseline, float(params["verify_seconds"]),
+        v = verify(lambda: router.stats(key)["servers"], gained, baseline, float(params["verify_seconds"]),
                    int(params.get("max_errors") or 0))
         result["verification"] = v
         if not v["passed"]:
-            _revert(router, routes, key, be, ep_before, switched, gained, v, params.get("keep_failed"))
+            _revert(router, routes, key, ep_before, switched, gained, v, params.get("keep_failed"))
     if final["servers"] != switched["servers"] or final["groups"] != switched["groups"]:
         for name in sorted(set(switched["servers"]) - set(final["servers"])):
-            router.runtime.remove_server(be, name)
+            router.remove_server(key, name)
         routes["endpoints"][key] = final
         router.write(routes)
-    router.runtime.save_state(router.state_dir + "/server-state")
+    router.save_state()
     result["endpoint"] = endpoint_report(router, app, stack)
     return result
 
 
-def _endpoint(port, weights, by_group, hc, ep_before):
+def _endpoint(router, platform, port, weights, by_group, hc, ep_before):
     servers = {}
     for g, w in weights.items():
         members = by_group.get(g, [])
         for inst in members:
-            servers[inst["name"]] = {"group": g, "address": "127.0.0.1", "port": inst["host_port"],
-                                     "weight": server_weight(w, len(members))}
+            where = platform.address(inst, inst["port"])
+            if not where:
+                raise ImmutableInfraError("instance %s of %s has no address for its port %s yet: the router cannot "
+                                          "reach it" % (inst["name"], g, inst["port"]))
+            servers[inst["name"]] = {"group": g, "address": where[0], "port": int(where[1]),
+                                     "weight": router.server_weight(w, len(members))}
     health = {"path": (hc or {}).get("path", "/healthz"), "status": (hc or {}).get("status", 200),
               "interval_ms": int(float((hc or {}).get("interval", 0.5)) * 1000), "rise": 1, "fall": 2}
     if ep_before is not None and not hc:
         health = ep_before.get("health", health)
-    return {"port": int(port), "address": "127.0.0.1", "groups": weights, "servers": servers, "health": health,
+    return {"port": int(port), "address": router.listen_address, "groups": weights, "servers": servers, "health": health,
             "history": list((ep_before or {}).get("history", []))}
 
 
@@ -185,7 +187,7 @@ def _remove_endpoint(router, routes, key, check_mode):
     if not check_mode:
         del routes["endpoints"][key]
         router.write(routes)
-        if router.pid():          # a stopped router just starts without it
+        if router.running():          # a stopped router just starts without it
             router.reload()
     return {"changed": True, "endpoint": None, "diff": {"before": _brief(ep_before), "after": {}}}
 
@@ -196,7 +198,7 @@ def _brief(ep):
     return {"port": ep["port"], "groups": ep["groups"], "servers": sorted(ep["servers"])}
 
 
-def _switch(router, routes, key, be, before, after, wait_timeout):
+def _switch(router, routes, key, before, after, wait_timeout):
     """Make the router serve `after`; return the counters of its groups just before weights
     moved (the verify window's baseline). A new endpoint that fails is removed again."""
     carrying = [n for n, s in after["servers"].items() if s["weight"] > 0]
@@ -205,42 +207,41 @@ def _switch(router, routes, key, be, before, after, wait_timeout):
         router.write(routes)       # a new frontend needs a reload
         router.reload()
         try:
-            _wait_up(router, be, carrying, wait_timeout)
+            _wait_up(router, key, carrying, wait_timeout)
         except ImmutableInfraError as exc:
             _remove_endpoint(router, routes, key, False)
             raise ImmutableInfraError(exc.msg + "; the new endpoint %s was removed again" % key, **exc.details)
-        return group_counters(router.runtime.stats(be), after["groups"])
-    rt = router.runtime
-    live = {r["svname"]: r for r in rt.stats(be) if r["svname"] not in ("FRONTEND", "BACKEND")}
+        return group_counters(router.stats(key)["servers"], after["groups"])
+    live = router.stats(key)["servers"]
     added = []
     for name, srv in sorted(after["servers"].items()):
         if name not in live:
-            rt.add_server(be, name, srv["address"], srv["port"], 0, check_args(after["health"]))
+            router.add_server(key, name, srv["address"], srv["port"], 0, after["health"])
             added.append(name)
     # New servers must pass the router's own check before they get any weight: never switch to an unhealthy group.
     try:
-        _wait_up(router, be, carrying, wait_timeout)
+        _wait_up(router, key, carrying, wait_timeout)
     except ImmutableInfraError:
         for name in added:
-            rt.remove_server(be, name)
+            router.remove_server(key, name)
         raise
     # Record (and validate) the new servers at their current weights before any weight moves,
     # so that the write after the switch is of weights only and the verify window starts at once.
     routes["endpoints"][key] = dict(before, servers=dict(before["servers"], **{
         n: dict(s, weight=int(live[n]["weight"]) if n in live else 0) for n, s in after["servers"].items()}))
     router.write(routes)
-    baseline = group_counters(rt.stats(be), after["groups"])
+    baseline = group_counters(router.stats(key)["servers"], after["groups"])
     # Raise weights before lowering others, so that some server always carries traffic.
     for name, srv in sorted(after["servers"].items(), key=lambda kv: -kv[1]["weight"]):
-        rt.set_weight(be, name, srv["weight"])
+        router.set_weight(key, name, srv["weight"])
     for name in sorted(set(live) - set(after["servers"])):
-        rt.remove_server(be, name)
+        router.remove_server(key, name)
     routes["endpoints"][key] = after
     router.write(routes, validate=False)
     return baseline
 
 
-def _revert(router, routes, key, be, before, switched, failing, v, keep_failed):
+def _revert(router, routes, key, before, switched, failing, v, keep_failed):
     """Verification failed: put the previous weights back (the old servers first), take the
     failing groups out of traffic (out of the router unless keep_failed), then raise."""
     head = "%s failed verification: %s" % (", ".join(failing), describe(v))
@@ -248,20 +249,19 @@ def _revert(router, routes, key, be, before, switched, failing, v, keep_failed):
         _remove_endpoint(router, routes, key, False)
         raise ImmutableInfraError(head + "; the endpoint %s was removed again (its first release: no traffic before)"
                                   % key, verification=v, reverted=True)
-    rt = router.runtime
-    live = {r["svname"]: r for r in rt.stats(be) if r["svname"] not in ("FRONTEND", "BACKEND")}
+    live = router.stats(key)["servers"]
     restore = {n: s for n, s in before["servers"].items() if n in live}
-    if not any(s["weight"] > 0 and live[n]["status"].startswith("UP") for n, s in restore.items()):
+    if not any(s["weight"] > 0 and live[n]["up"] for n, s in restore.items()):
         raise ImmutableInfraError(head + "; the previous groups have no server UP any more, so traffic stays on %s"
                                   % ", ".join(failing), verification=v, reverted=False)
     for name, srv in sorted(restore.items(), key=lambda kv: -kv[1]["weight"]):
-        rt.set_weight(be, name, srv["weight"])
+        router.set_weight(key, name, srv["weight"])
     new = {n: s for n, s in switched["servers"].items() if n not in before["servers"]}
     for name in sorted(new):
         if keep_failed:
-            rt.set_weight(be, name, 0)
+            router.set_weight(key, name, 0)
         else:
-            rt.remove_server(be, name)
+            router.remove_server(key, name)
     reverted = dict(before, servers=dict(restore))
     reverted["groups"] = {g: w for g, w in before["groups"].items() if w > 0 or any(
         s["group"] == g for s in restore.values())}
@@ -270,21 +270,21 @@ def _revert(router, routes, key, be, before, switched, failing, v, keep_failed):
         reverted["groups"].update({s["group"]: 0 for s in new.values()})
     routes["endpoints"][key] = reverted
     router.write(routes)
-    rt.save_state(router.state_dir + "/server-state")
+    router.save_state()
     back = sorted(g for g, w in before["groups"].items() if w > 0)
     raise ImmutableInfraError(head + "; traffic went back to %s; %s" % (
         ", ".join(back), ("%s kept at weight 0 (keep_failed)" if keep_failed else "%s left the router")
         % ", ".join(failing)), verification=v, reverted=True, previous={g: before["groups"][g] for g in back})
 
 
-def _wait_up(router, be, names, timeout):
+def _wait_up(router, key, names, timeout):
     if not names:
         return
     deadline = time.monotonic() + timeout
     while True:
-        rows = {r["svname"]: r for r in router.runtime.stats(be)}
-        status = {n: "%s (check %s)" % (r["status"], r.get("check_status") or "none") for n, r in rows.items()}
-        down = [n for n in names if not check_passed(rows.get(n, {}))]
+        live = router.stats(key)["servers"]
+        status = {n: "%s (check %s)" % (r["status"], r.get("check") or "none") for n, r in live.items()}
+        down = [n for n in names if not live.get(n, {}).get("check_passed")]
         if not down:
             return
         if time.monotonic() > deadline:

@@ -5,7 +5,7 @@
 pure policy over the router's per-server counters and recorded history.
 
 The window is bounded by errors as well as by time: it polls the router's
-counters every VERIFY_POLL seconds and ends as soon as the new groups' error
+counters (the neutral names of _backend) every VERIFY_POLL seconds and ends as soon as the new groups' error
 delta exceeds the allowed count, so a failing group is pulled within a poll
 or two of crossing the threshold instead of at the end of the window."""
 
@@ -13,35 +13,24 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.immutable.infra.plugins.module_utils._names import instance_group
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._backend import ERROR_FIELDS, empty_counters
 
-ERROR_FIELDS = ("hrsp_5xx", "econ", "eresp")
 VERIFY_POLL = 0.05
 
 
-def _int(value):
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
-
-
-def group_of(server_name):
-    """web-prod-v003-1a2b3c -> web-prod-v003."""
-    return server_name.rsplit("-", 1)[0]
-
-
-def group_counters(rows, groups):
-    """{group: requests, errors by kind, healthy servers} summed over the servers of each named group."""
-    out = {g: dict({"requests": 0, "errors": 0, "healthy": 0}, **{f: 0 for f in ERROR_FIELDS}) for g in groups}
-    for row in rows:
-        g = out.get(group_of(row["svname"])) if row["svname"] not in ("FRONTEND", "BACKEND") else None
+def group_counters(servers, groups):
+    """{group: requests, errors by kind, healthy servers} summed over the live servers of each named group.
+    servers: {name: live server record} (RouterBackend.stats()["servers"])."""
+    out = {g: dict(empty_counters(), errors=0, healthy=0) for g in groups}
+    for name, srv in servers.items():
+        g = out.get(instance_group(name))
         if g is None:
             continue
-        g["requests"] += _int(row.get("stot"))
-        for f in ERROR_FIELDS:
-            g[f] += _int(row.get(f))
-        g["healthy"] += 1 if row.get("status", "").startswith("UP") else 0
+        for f in ("requests",) + ERROR_FIELDS:
+            g[f] += int(srv.get(f) or 0)
+        g["healthy"] += 1 if srv.get("up") else 0
     for g in out.values():
         g["errors"] = sum(g[f] for f in ERROR_FIELDS)
     return out
@@ -55,12 +44,12 @@ def window_delta(baseline, now):
     return delta
 
 
-def verify(read_rows, groups, baseline, seconds, max_errors, clock=time.monotonic, sleep=time.sleep):
+def verify(read_servers, groups, baseline, seconds, max_errors, clock=time.monotonic, sleep=time.sleep):
     """Watch the groups for up to `seconds`; stop early when their errors exceed max_errors
     or a group has no healthy server. Returns the window's counts with passed True/False."""
     started = clock()
     while True:
-        delta = window_delta(baseline, group_counters(read_rows(), groups))
+        delta = window_delta(baseline, group_counters(read_servers(), groups))
         elapsed = clock() - started
         delta.update(groups=sorted(groups), max_errors=max_errors, seconds=round(elapsed, 2), window=seconds)
         if delta["errors"] > max_errors:
@@ -75,7 +64,7 @@ def verify(read_rows, groups, baseline, seconds, max_errors, clock=time.monotoni
 def describe(v):
     """One line naming the window's counts, for messages."""
     return "%d errors (5xx %d, connection %d, response %d) in %d requests over %.2fs of a %ss window, allowed %d" % (
-        v["errors"], v["hrsp_5xx"], v["econ"], v["eresp"], v["requests"], v["seconds"], v["window"], v["max_errors"])
+        v["errors"], v["http_5xx"], v["connect_errors"], v["response_errors"], v["requests"], v["seconds"], v["window"], v["max_errors"])
 
 
 def rollback_target(key, ep, running, named=None):

@@ -4,20 +4,19 @@ import os
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
+from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name, instance_group
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import parse_instance
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import health_spec, spread
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import (
-    check_args, check_passed, parse_stat, render_config, server_weight)
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import group_of
+    check_args, check_passed, endpoint_stats, parse_stat, render_config, server_weight)
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
     describe, group_counters, rollback_target, verify)
 
 
 def test_group_names_are_zero_padded():
     assert group_name("web", "prod", 3) == "web-prod-v003"
-    assert group_of("web-prod-v003-1a2b3c") == "web-prod-v003"
+    assert instance_group("web-prod-v003-1a2b3c") == "web-prod-v003"
 
 
 @pytest.mark.parametrize("bad", ["Web", "web-1", "", "1web", "a" * 32, None])
@@ -74,12 +73,21 @@ def test_render_config_has_one_frontend_and_backend_per_endpoint(tmp_path):
 
 
 def test_parse_stat():
-    csv_text = ("# pxname,svname,status,weight,stot,hrsp_5xx,econ,eresp,\n"
-                "be_web_prod,web-prod-v001-aa,UP,256,10,1,0,0,\n"
-                "be_web_prod,BACKEND,UP,256,10,1,0,0,\n")
+    csv_text = ("# pxname,svname,status,weight,stot,hrsp_5xx,econ,eresp,check_status,\n"
+                "be_web_prod,FRONTEND,OPEN,,12,1,,,,\n"
+                "be_web_prod,web-prod-v001-aa,UP,256,10,1,2,3,L7OK,\n"
+                "be_web_prod,web-prod-v001-bb,UP,256,0,0,0,0,INI,\n"
+                "be_web_prod,BACKEND,UP,256,10,1,2,3,,\n")
     rows = parse_stat(csv_text)
-    assert rows[0]["svname"] == "web-prod-v001-aa" and rows[0]["hrsp_5xx"] == "1"
-    assert rows[1]["svname"] == "BACKEND"
+    assert rows[1]["svname"] == "web-prod-v001-aa" and rows[1]["hrsp_5xx"] == "1"
+    assert rows[3]["svname"] == "BACKEND"
+    # haproxy's column names stay in the haproxy backend: the policy reads neutral records.
+    stats = endpoint_stats(rows)
+    assert stats["servers"]["web-prod-v001-aa"] == {
+        "name": "web-prod-v001-aa", "weight": 256, "status": "UP", "check": "L7OK", "up": True, "check_passed": True,
+        "requests": 10, "http_5xx": 1, "connect_errors": 2, "response_errors": 3}
+    assert stats["servers"]["web-prod-v001-bb"]["up"] and not stats["servers"]["web-prod-v001-bb"]["check_passed"]
+    assert stats["total"] == {"status": "UP", "requests": 10, "http_5xx": 1, "connect_errors": 2, "response_errors": 3}
 
 
 def test_parse_instance_reads_identity_and_ports():
@@ -96,8 +104,9 @@ def test_parse_instance_reads_identity_and_ports():
 
 # ------------------------------------------------ verify window and rollback choice
 def _row(name, stot=0, h5=0, econ=0, eresp=0, status="UP"):
-    return {"svname": name, "stot": str(stot), "hrsp_5xx": str(h5), "econ": str(econ), "eresp": str(eresp),
-            "status": status}
+    """One live server record (RouterBackend.stats()["servers"][name])."""
+    return {"name": name, "requests": stot, "http_5xx": h5, "connect_errors": econ, "response_errors": eresp,
+            "up": status.startswith("UP"), "check_passed": status.startswith("UP"), "status": status, "weight": 1}
 
 
 class _Clock:
@@ -112,20 +121,21 @@ class _Clock:
 
 
 def _window(samples, seconds=3, max_errors=0):
-    """Run verify() over successive `show stat` samples (the last one repeats)."""
+    """Run verify() over successive samples of the live servers (the last one repeats)."""
+    samples = [{r["name"]: r for r in rows} for rows in samples]
     clock, reads = _Clock(), iter(samples)
-    last = []
+    last = {}
 
     def read():
-        last[:] = next(reads, last)
-        return list(last)
+        last.update(next(reads, last))
+        return dict(last)
     base = group_counters(samples[0], ["web-prod-v002"])
     return verify(read, ["web-prod-v002"], base, seconds, max_errors, clock=clock, sleep=clock.sleep)
 
 
 def test_verify_window_passes_after_its_time_without_errors():
-    rows = [_row("FRONTEND"), _row("web-prod-v001-a", stot=50, h5=9), _row("web-prod-v002-b", stot=5)]
-    v = _window([rows, rows[:2] + [_row("web-prod-v002-b", stot=40)]])
+    rows = [_row("web-prod-v001-a", stot=50, h5=9), _row("web-prod-v002-b", stot=5)]
+    v = _window([rows, rows[:1] + [_row("web-prod-v002-b", stot=40)]])
     assert v["passed"] and v["requests"] == 35 and v["errors"] == 0 and v["seconds"] >= 3
     assert v["healthy"] == 1
 
@@ -134,7 +144,7 @@ def test_verify_window_ends_at_the_first_error_beyond_the_allowance():
     start = [_row("web-prod-v002-b", stot=0)]
     samples = [start, [_row("web-prod-v002-b", stot=10)], [_row("web-prod-v002-b", stot=20, h5=1, econ=1)]]
     v = _window(samples, seconds=30, max_errors=1)
-    assert not v["passed"] and v["errors"] == 2 and v["hrsp_5xx"] == 1 and v["econ"] == 1
+    assert not v["passed"] and v["errors"] == 2 and v["http_5xx"] == 1 and v["connect_errors"] == 1
     assert v["seconds"] < 1 and "2 errors, allowed 1" in v["reason"]
     assert "2 errors (5xx 1, connection 1, response 0) in 20 requests" in describe(v)
 
