@@ -16,6 +16,15 @@ description:
     and the collection version; when the catalog holds a version with it, that version is returned unchanged.
     O(force=true) builds anew (for example to pick up Debian security updates).
   - Golden images name this image as their parent.
+  - With O(format=vm) it builds a bootable Debian 12 VM image instead - a qcow2 disk (ext4, no partition table) with
+    the cloud kernel, systemd, C(python3) and OpenSSH, and a small initramfs (virtio, ext4 and C(qemu_fw_cfg) only) -
+    packaged as an OCI image (C(/disk/disk.qcow2), C(/boot/vmlinuz), C(/boot/initrd.img), labels
+    C(infra.immutable.format=vm) and C(infra.immutable.kernel-args)) so the catalog versions it like any image.
+  - 'The VM implements the guest contract: C(immutable-identity.service) reads the qemu fw_cfg entries
+    C(opt/immutable/instance-id), C(opt/immutable/hostname), C(opt/immutable/env) (C(KEY=VALUE) lines, written to
+    C(/run/immutable/env) for services with C(EnvironmentFile=-/run/immutable/env)) and C(opt/immutable/authorized_keys)
+    (installed for root with an ed25519 host key; C(sshd) runs only then). Network: systemd-networkd, DHCP on the
+    first NIC. Console on C(ttyS0).'
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -31,9 +40,15 @@ attributes:
     support: full
 options:
   name:
-    description: Repository name of the base image in the registry.
+    description: Repository name of the base image in the registry. Defaults to C(immutable/base), or C(immutable/base-vm) with O(format=vm).
     type: str
-    default: immutable/base
+  format:
+    description:
+      - C(container) builds a container image, C(vm) a bootable VM image. The format is an input of the fingerprint.
+      - For C(vm) the packages a bootable guest needs are added to O(packages).
+    type: str
+    default: container
+    choices: [container, vm]
   suite:
     description: Debian suite.
     type: str
@@ -76,6 +91,10 @@ EXAMPLES = r"""
 - name: Build the base image
   immutable.infra.base_image:
     name: immutable/base
+
+- name: Build the base VM image (immutable/base-vm)
+  immutable.infra.base_image:
+    format: vm
 
 - name: Rebuild it to pick up security updates
   immutable.infra.base_image:
@@ -121,7 +140,8 @@ VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "bui
 
 def main():
     argument_spec = dict(
-        name=dict(type="str", default="immutable/base"),
+        name=dict(type="str"),
+        format=dict(type="str", default="container", choices=["container", "vm"]),
         suite=dict(type="str", default="bookworm"),
         variant=dict(type="str", default="minbase", choices=VARIANTS),
         packages=dict(type="list", elements="str", default=["python3"]),

@@ -386,3 +386,126 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if os.path.basename(str(item.fspath)).startswith(VM_LANE_FILES):
             item.add_marker(pytest.mark.vm)
+
+
+# ---------------------------------------------------------------- VM images (base VM, golden VMs)
+# Fixtures and helpers for tests that need VM images (the libvirt platform's tests use them too):
+#   base_vm_image       session: immutable/base-vm built by playbooks/base.yml (base_format=vm) in the
+#                       session registry; the bake task's result (["image"]: version, digest, reference, labels)
+#   vm_cache_dir(env)   the VM image cache modules use under the session's HOME
+#   fetch_vm_image(env, reference)
+#                       _vm_image.fetch() into that cache: {"disk", "kernel", "initrd", "kernel_args", "digest", ...}
+#   QemuVM              boots a fetched VM image with plain qemu-system-x86_64 (no libvirt): a qcow2 overlay,
+#                       fw_cfg identity/env/authorized_keys, tcp ports forwarded to 127.0.0.1, serial log; by pid
+def _collection_import_path():
+    import sys
+    path = os.path.join(TOP, ".cache", "collections")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def vm_cache_dir(env):
+    return os.path.join(env["HOME"], ".cache", "immutable-infra", "vm-images")
+
+
+def fetch_vm_image(env, reference):
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
+    return _vm_image.fetch(reference, cache_dir=vm_cache_dir(env))
+
+
+def vm_accelerator(env):
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
+    return _vm_image.accelerator(cache_dir=vm_cache_dir(env))
+
+
+@pytest.fixture(scope="session")
+def base_vm_image(ansible, registry):
+    """immutable/base-vm in the session registry (format vm), built once by playbooks/base.yml."""
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "base.yml"),
+                           {"catalog_registry": registry["address"], "base_format": "vm"})
+    assert run.rc == 0, run.stderr
+    return run.result("Build the base image")
+
+
+class QemuVM:
+    """A VM booted with plain qemu from a fetched VM image (see fetch_vm_image), as a context manager.
+
+    Its disk is a qcow2 overlay in workdir on the golden disk (which is only read). Identity and
+    environment go in through fw_cfg (the guest contract); `ports` are guest tcp ports forwarded to
+    free ports on 127.0.0.1 (self.ports maps guest -> host). The serial console goes to self.serial_log.
+    qemu is stopped by its pid on exit, and the overlay removed."""
+
+    def __init__(self, image, workdir, accel, hostname, instance_id, env=None, ports=(22,), authorized_keys=None,
+                 memory=512):
+        self.dir = tempfile.mkdtemp(prefix="qemu-vm-", dir=workdir)
+        self.overlay = os.path.join(self.dir, "disk.qcow2")
+        self.serial_log = os.path.join(self.dir, "serial.log")
+        self.ports = {p: free_port() for p in ports}
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image["disk"], self.overlay],
+                       check=True)
+        env_file = os.path.join(self.dir, "env")
+        with open(env_file, "w") as f:
+            f.write("".join("%s=%s\n" % kv for kv in dict(env or {}, INSTANCE_ID=instance_id).items()))
+        fwd = ",".join("hostfwd=tcp:127.0.0.1:%d-:%d" % (h, g) for g, h in self.ports.items())
+        self.argv = ["qemu-system-x86_64", "-accel", accel, "-m", str(memory), "-smp", "2", "-nodefaults",
+                     "-display", "none", "-no-reboot", "-serial", "file:" + self.serial_log,
+                     "-kernel", image["kernel"], "-initrd", image["initrd"], "-append", image["kernel_args"],
+                     "-drive", "file=%s,if=virtio,format=qcow2" % self.overlay,
+                     "-netdev", "user,id=n0,restrict=on" + ("," + fwd if fwd else ""),
+                     "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
+                     "-fw_cfg", "name=opt/immutable/hostname,string=%s" % hostname,
+                     "-fw_cfg", "name=opt/immutable/instance-id,string=%s" % instance_id,
+                     "-fw_cfg", "name=opt/immutable/env,file=%s" % env_file]
+        if authorized_keys:
+            self.argv += ["-fw_cfg", "name=opt/immutable/authorized_keys,file=%s" % authorized_keys]
+        self.proc = None
+        self.started = None
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def serial(self):
+        try:
+            with open(self.serial_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait(self, cond, timeout, what):
+        """Wait for cond() to return a true value (returned), failing early when qemu exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("qemu exited (rc=%s) before %s: %s\nserial tail:\n%s"
+                                     % (self.proc.returncode, what, self.proc.stderr.read().decode()[-2000:],
+                                        self.serial()[-3000:]))
+            got = cond()
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out after %ss waiting for %s; serial tail:\n%s"
+                                     % (timeout, what, self.serial()[-3000:]))
+            time.sleep(0.5)
+
+    def ssh(self, key, command, timeout=10):
+        """(rc, stdout) of a command run as root over the forwarded SSH port."""
+        proc = subprocess.run(["ssh", "-q", "-i", key, "-p", str(self.ports[22]), "-o", "BatchMode=yes",
+                               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                               "-o", "ConnectTimeout=5", "root@127.0.0.1", command],
+                              capture_output=True, text=True, timeout=timeout + 10, check=False)
+        return proc.returncode, proc.stdout
