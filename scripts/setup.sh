@@ -24,6 +24,22 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# libvirt without libvirt-daemon-system (that package pulls in systemd): its
+# qemu driver refuses to start unless the libvirt-qemu user exists, and qemu
+# runs as root so that libvirt sees /dev/kvm the same way on every call (as
+# libvirt-qemu it cannot open it, and libvirt then re-probes qemu for ~40 s on
+# each define). The project starts libvirtd itself (module_utils/_libvirtd.py).
+if [ "$(id -u)" -eq 0 ]; then
+  getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null ||
+    useradd --system --gid libvirt-qemu --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin libvirt-qemu
+  if [ ! -e /etc/libvirt/qemu.conf ]; then
+    mkdir -p /etc/libvirt
+    printf '# Written by immutable.infra scripts/setup.sh: qemu runs as root.\nuser = "root"\ngroup = "root"\n' \
+      > /etc/libvirt/qemu.conf
+  fi
+fi
+
 # Virtualenv: rebuilt only when requirements.txt changes.
 PY=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
