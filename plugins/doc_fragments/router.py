@@ -11,7 +11,8 @@ class ModuleDocFragment(object):
 options:
   router_dir:
     description:
-      - State directory of the project's haproxy router (configuration, C(routes.json), runtime socket, pid file).
+      - State directory of the project's haproxy router, the router backend the traffic policy runs over
+        (configuration, C(routes.json), runtime socket, pid file).
       - Defaults to C($IMMUTABLE_INFRA_STATE_DIR/router), else C(~/.local/state/immutable.infra/router).
     type: path
 """

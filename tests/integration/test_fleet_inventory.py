@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -358,3 +359,12 @@ def test_only_fleet_files_are_fleet_sources(env, fleet, workdir):
     proc = inventory(env, path, ANSIBLE_INVENTORY_ENABLED="immutable.infra.fleet")
     assert fleet["prod1"] not in proc.stdout
     assert "did not meet immutable.infra.fleet requirements" in proc.stderr or "Unable to parse" in proc.stderr
+
+
+def test_the_platform_and_its_options_choose_the_source(env, fleet, source):
+    podman_path = shutil.which("podman")
+    hostvars = listed(env, source(platform="podman", platform_options={"podman": podman_path}))[0]
+    assert sorted(hostvars) == sorted(fleet["names"])
+    assert hostvars[fleet["prod1"]]["ansible_podman_executable"] == podman_path
+    proc = inventory(env, source(platform_options={"uri": "qemu:///session"}), ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="1")
+    assert proc.returncode != 0 and "fleet inventory: platform podman has no option(s) uri" in proc.stderr

@@ -57,6 +57,14 @@ def test_server_group_bad_inputs(ansible, registry, release_images, apps):
     assert rc != 0 and "invalid app 'Bad_App'" in res["msg"]
     rc, res = sg(ansible, registry, app, group="%s-prod-v009" % app)
     assert rc != 0 and "does not exist" in res["msg"]
+    # The platform is chosen by name and options; a wrong one is named and nothing starts.
+    rc, res = sg(ansible, registry, app, image="relweb:1", platform="aws")
+    assert rc != 0 and "platform" in res["msg"] and "aws" in res["msg"]
+    rc, res = sg(ansible, registry, app, image="relweb:1", platform_options={"uri": "qemu:///session"})
+    assert rc != 0 and "platform podman has no option(s) uri (known: podman, validate_certs)" in res["msg"]
+    rc, res = ansible.task("immutable.infra.traffic", {"app": app, "stack": "prod", "groups": {"%s-prod-v001" % app: 100},
+                                                       "port": free_port(), "platform_options": {"bogus": 1}})
+    assert rc != 0 and "platform podman has no option(s) bogus" in res["msg"]
     assert instance_names(app) == []
 
 

@@ -100,7 +100,7 @@ class FakePlatform(Platform):
                 "image": spec["image"], "image_digest": spec["image_digest"], "image_version": spec["image_version"],
                 "port": int(spec["port"]), "host": "127.0.0.1", "host_port": host_port,
                 "ports": {p: host_port for p in ports} if host_port else {},
-                "endpoint": "http://127.0.0.1:%d" % host_port if host_port else None,
+                "endpoint": ("http://127.0.0.1:%s" % host_port) if host_port else None,
                 "state": "exited" if fate == "dies" else "running", "created": 0, "labels": labels,
                 "env": dict(spec.get("env") or {}),
             }

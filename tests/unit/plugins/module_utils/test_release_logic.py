@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name, instance_group
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._podman import parse_instance
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import health_spec, spread
@@ -187,3 +188,25 @@ def test_new_servers_count_as_up_only_after_a_completed_check():
     # Runtime-added servers do not inherit default-server: the same settings are passed explicitly.
     assert check_args({"interval_ms": 500, "fall": 2, "rise": 1}) == "check inter 500ms downinter 100ms fall 2 rise 1"
     assert check_args({"interval_ms": 50}) == "check inter 50ms downinter 50ms fall 2 rise 1"
+
+
+# ------------------------------------------------ the platform option
+def test_platform_from_builds_the_named_platform_with_its_options():
+    p = platform_from({"platform": "podman", "platform_options": {"podman": "/opt/podman"}}, validate_certs=True)
+    assert (p.name, p.podman, p.validate_certs, p.image_format) == ("podman", "/opt/podman", True, "container")
+    # The caller's default fills only what the user left out.
+    p = platform_from({"platform": "podman", "platform_options": {"validate_certs": False}}, validate_certs=True)
+    assert p.validate_certs is False
+    assert platform_from({"platform": None, "platform_options": None}).name == "podman"
+
+
+@pytest.mark.parametrize("given,words", [
+    ({"platform": "aws", "platform_options": {}}, "unknown platform 'aws' (aws is planned, not available yet)"),
+    ({"platform": "vmware", "platform_options": {}}, "unknown platform 'vmware': use one of"),
+    ({"platform": "podman", "platform_options": {"uri": "qemu:///session"}}, "platform podman has no option(s) uri"),
+    ({"platform": "podman", "platform_options": "podman=/x"}, "platform_options must be a mapping"),
+])
+def test_platform_from_names_a_bad_platform_or_option(given, words):
+    with pytest.raises(ImmutableInfraError) as exc:
+        platform_from(given, validate_certs=True)
+    assert words in exc.value.msg
