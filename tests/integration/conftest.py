@@ -509,3 +509,51 @@ class QemuVM:
                                "-o", "ConnectTimeout=5", "root@127.0.0.1", command],
                               capture_output=True, text=True, timeout=timeout + 10, check=False)
         return proc.returncode, proc.stdout
+
+
+# ------------------------------------------------- one release scenario, every real platform
+def platform_groups(ansible, app, platform="podman", platform_options=None, stack="prod"):
+    """{group: [instance names]} of an app/stack, read through server_group_info on the platform."""
+    rc, res = ansible.task("immutable.infra.server_group_info", {
+        "app": app, "stack": stack, "platform": platform, "platform_options": platform_options or {}})
+    assert rc == 0, res
+    return {g["name"]: sorted(i["name"] for i in g["instances"]) for g in res["groups"]}
+
+
+def platform_scenario(ansible, registry, workdir, app, versions, platform="podman", platform_options=None, **release):
+    """The scenario every real platform passes, through the playbooks and the platform-neutral
+    modules only. versions = [(image, its /version message), (image, message)]: release the first;
+    release the second under load with no failed request, the first group kept warm out of traffic;
+    roll back under load (no instance started); decommission everything. `release` adds release
+    variables (release_count, release_wait_timeout, ...). Returns the seconds each step took."""
+    port, took = free_port(), {}
+    pv = {"platform": platform, "platform_options": platform_options or {}}
+    (img1, msg1), (img2, msg2) = versions
+    v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
+
+    def step(name, playbook, extra):
+        started = time.monotonic()
+        run = ansible.playbook(playbook, dict(extra, **pv))
+        took[name] = round(time.monotonic() - started, 2)
+        assert run.rc == 0, (name, [r.get("msg") for r in run.results("Fail with the reason")], run.stderr[-3000:])
+
+    step("first release", RELEASE, release_vars(registry, app, img1, port, **release))
+    assert endpoint_version(port)["message"] == msg1
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        step("release under load", RELEASE, release_vars(registry, app, img2, **release))
+        time.sleep(0.5)
+    assert load.report["failed"] == 0, load.report
+    assert endpoint_version(port)["message"] == msg2
+    groups = platform_groups(ansible, app, platform, platform_options)
+    assert sorted(groups) == [v1, v2] and all(groups.values()), groups
+    ep = traffic(ansible, app)
+    assert ep["enabled"] == [v2] and ep["groups"][v1]["weight"] == 0 and ep["groups"][v1]["healthy"] == len(groups[v1])
+    with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
+        step("rollback", ROLLBACK, {"app": app, "stack": "prod", "catalog_registry": registry["address"]})
+        time.sleep(0.5)
+    assert load.report["failed"] == 0, load.report
+    assert endpoint_version(port)["message"] == msg1
+    assert platform_groups(ansible, app, platform, platform_options) == groups      # warm: nothing started
+    step("decommission", DECOMMISSION, {"app": app, "stack": "prod", "decommission_force": True})
+    assert platform_groups(ansible, app, platform, platform_options) == {} and traffic(ansible, app) is None
+    return took

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import (RELEASE, ROLLBACK, Load, endpoint_version, free_port, group_names,
+from conftest import (RELEASE, ROLLBACK, Load, endpoint_version, free_port, group_names, platform_scenario,
                       instance_names, release_vars, traffic)
 
 
@@ -97,3 +97,10 @@ def test_two_stacks_side_by_side(ansible, registry, release_images, apps):
     assert endpoint_version(p_acme)["message"] == "r2"
     assert endpoint_version(p_prod)["message"] == "r1"
     assert instance_names(app, "prod") == prod_instances
+
+
+def test_the_platform_scenario_on_podman(ansible, registry, release_images, apps, workdir):
+    """The scenario every real platform passes (conftest.platform_scenario), on podman."""
+    took = platform_scenario(ansible, registry, workdir, apps(), [("relweb:1", "r1"), ("relweb:2", "r2")],
+                             platform="podman")
+    print("podman scenario: %s" % took)

@@ -143,3 +143,15 @@ def test_release_service_port_is_checked_and_flows_to_the_server_group(ansible, 
     group = run.result("Create the new server group (or find the one running this image)")
     assert group["port"] == 8080 and group["port_source"] == "option"
     assert endpoint_version(port)["message"] == "r1"
+
+
+def test_a_bad_platform_is_named_and_changes_nothing(ansible, registry, release_images, apps):
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    before, ep = instance_names(app), traffic(ansible, app)
+    run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", platform_options={"uri": "qemu:///x"}))
+    assert run.rc != 0 and "platform podman has no option(s) uri" in run.result("Fail with the reason")["msg"]
+    run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", release_platform="aws"))
+    assert run.rc != 0 and "aws" in run.result("Fail with the reason")["msg"]
+    assert instance_names(app) == before and traffic(ansible, app)["groups"].keys() == ep["groups"].keys()
+    assert endpoint_version(port)["message"] == "r1"
