@@ -28,7 +28,8 @@ options:
         verification; M(immutable.infra.server_group) defaults it to the registry's TLS setting)."
       - "C(libvirt): C(uri) (the libvirt connection URI), C(state_dir) (where overlays and the project's libvirtd
         state live), C(cache_dir) (the local cache of VM image disks), C(memory) (MiB per instance), C(vcpus),
-        C(accelerator) (C(kvm) or C(tcg); detected when not given)."
+        C(accelerator) (C(kvm) or C(tcg); detected when not given), C(validate_certs) (fetch VM images over TLS
+        with verification; M(immutable.infra.server_group) defaults it to the registry's TLS setting)."
     type: dict
     default: {}
 """
