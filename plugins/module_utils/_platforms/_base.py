@@ -6,7 +6,9 @@
 Every policy above this package (converge a server group, route traffic,
 retire old groups, the fleet inventory) talks to a platform only through
 `Platform`. A new platform is one new file here, one branch in get_platform and
-the shared conformance cases passing; never an `if` in the policy.
+the shared conformance cases passing (PlatformConformance in
+tests/unit/plugins/module_utils/test_conformance.py: subclass it with a fake
+of the new platform); never an `if` in the policy.
 
 The instance record, returned by list_instances / instance / create_instances:
 

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The router seam: what the traffic policy (_routing, _verify) needs from a
 router, with neutral names. haproxy (_haproxy.Router) is one backend; ELBv2
-target groups are the next. A router's own names (haproxy's `svname`,
-`hrsp_5xx`, `econ`, ...) never leave its backend.
+target groups are the next. A backend passes RouterConformance in
+tests/unit/plugins/module_utils/test_conformance.py. A router's own names
+(haproxy's `svname`, `hrsp_5xx`, `econ`, ...) never leave its backend.
 
 An endpoint is an app/stack, named by its key "<app>/<stack>".
 
