@@ -59,3 +59,66 @@ variable "web_fail_requests" {
     error_message = "The web_fail_requests must be between 0 and 100."
   }
 }
+
+# Variables the collection passes to a recipe's VM (qemu) sources: the parent's
+# VM image from the local cache, how to run qemu, and Packer's SSH key pair
+# (its public half goes to the guest through fw_cfg opt/immutable/authorized_keys).
+variable "parent_disk" {
+  type        = string
+  description = "The parent VM image's qcow2 disk in the local cache (read only: the bake works on a copy)."
+  default     = "/nonexistent/parent.qcow2"
+}
+
+variable "parent_kernel" {
+  type        = string
+  description = "The parent VM image's kernel (booted directly with -kernel)."
+  default     = "/nonexistent/vmlinuz"
+}
+
+variable "parent_initrd" {
+  type        = string
+  description = "The parent VM image's initrd."
+  default     = "/nonexistent/initrd.img"
+}
+
+variable "parent_kernel_args" {
+  type        = string
+  description = "The parent VM image's kernel command line (its infra.immutable.kernel-args label)."
+  default     = "root=/dev/vda rw console=ttyS0"
+}
+
+variable "accelerator" {
+  type        = string
+  description = "qemu accelerator: kvm where KVM runs guests, else tcg (detected by immutable.infra)."
+  default     = "tcg"
+}
+
+variable "ssh_private_key_file" {
+  type        = string
+  description = "Private key Packer and the ansible provisioner log in with as root (passed by immutable.infra)."
+  default     = ""
+}
+
+variable "ssh_public_key_file" {
+  type        = string
+  description = "Its public half, given to the guest through fw_cfg."
+  default     = "/dev/null"
+}
+
+variable "vm_output_dir" {
+  type        = string
+  description = "Directory (must not exist) where the qemu builder writes disk.qcow2."
+  default     = "output-vm"
+}
+
+variable "vm_serial_log" {
+  type        = string
+  description = "File that receives the VM's serial console during the bake."
+  default     = "/dev/null"
+}
+
+variable "vm_manifest" {
+  type        = string
+  description = "Where the VM source's manifest post-processor writes; its custom_data become the VM image's labels."
+  default     = "vm-manifest.json"
+}

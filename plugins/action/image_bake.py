@@ -28,7 +28,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.immutable.infra.plugins.module_utils._bake import plan, recipe_inputs
+from ansible_collections.immutable.infra.plugins.module_utils._bake import plan, recipe_inputs, summary
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, state_dir
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils._collection import (
@@ -64,20 +64,23 @@ def log_path(log_dir, recipe_dir):
 
 
 def catalog_hit(args):
-    """The catalog's version of these inputs (the module's no-op result), or
-    None when the module has to decide: a bake, an error, or options this
-    shortcut does not read."""
+    """The catalog's versions of these inputs, one per selected source (the
+    module's no-op result), or None when the module has to decide: a bake of
+    any output, an error, or options this shortcut does not read."""
     if boolean(args.get("force", False), strict=False) or not isinstance(args.get("variables", {}), dict) \
             or not isinstance(args.get("validate_certs"), (bool, type(None))):
         return None
     try:
         inputs = recipe_inputs(dict(args, registry=args.get("registry") or REGISTRY_ARGS["registry"]["default"]))
-        action, found = plan(inputs["catalog"], inputs["name"], inputs["fingerprint"], args.get("version"))
+        outputs = inputs["outputs"]
+        for out in outputs:
+            action, found = plan(inputs["catalog"], out["name"], out["fingerprint"], args.get("version"))
+            if action != "exists":
+                return None
+            out.update(changed=False, image=found)
     except (ImmutableInfraError, TypeError, ValueError, KeyError):
         return None  # the module reports it, with its own message
-    if action != "exists":
-        return None
-    return dict({k: inputs[k] for k in ("fingerprint", "parent", "recipe", "name")}, changed=False, image=found)
+    return summary(inputs["recipe"], outputs)
 
 
 class ActionModule(ActionBase):

@@ -10,25 +10,32 @@ verify and publish. Nothing is tagged or pushed unless the build succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import glob
-import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
 
-from ansible_collections.immutable.infra.plugins.module_utils import _base_vm
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake_locks import BakeLocks
 from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
-from ansible_collections.immutable.infra.plugins.module_utils._packer import Packer, build_args, container_artifacts, fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils._packer import (
+    Packer,
+    build_args,
+    container_artifacts,
+    fingerprint,
+    recipe_sources,
+    select_sources,
+    source_format,
+    vm_artifacts,
+)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
-
-BASE_FINGERPRINT_SCHEME = "immutable.infra/base-image/v1"
 
 # The provisioner's output is both the operator's log and what failures are
 # parsed from: keep it plain text whatever callback the controller uses
@@ -155,39 +162,135 @@ def _shim_dir(workdir):
     return shim
 
 
+def vm_parent_reference(params):
+    """The parent of a recipe's VM source: `vm_parent`, else the `-vm` repository
+    of `parent` (immutable/base -> immutable/base-vm, its newest version); a
+    parent that is a VM repository already is taken as it is."""
+    if params.get("vm_parent"):
+        return params["vm_parent"]
+    parent = params.get("parent")
+    if not parent:
+        return None
+    parts = catalog_mod.parse_reference(parent, default_registry=params["registry"])
+    if parts["name"].endswith("-vm"):
+        return parent
+    if parts["tag"] or parts["digest"]:
+        raise ImmutableInfraError(
+            "parent %r pins a container image version; the VM source needs its own: give vm_parent "
+            "(for example %s-vm or %s-vm:<version>)" % (parent, parts["name"], parts["name"]))
+    return "%s/%s-vm" % (parts["registry"], parts["name"])
+
+
 def recipe_inputs(params):
-    """What a recipe bake is made of: the recipe directory, the repository name,
-    var files, catalog, parent version and input fingerprint. The image_bake
+    """What a recipe bake is made of: the recipe directory, var files, catalog
+    and one output per selected source - its format, repository (<name>, or
+    <name>-vm for a VM), parent version and input fingerprint. The image_bake
     action reads these too, to answer a no-op without starting the module."""
     recipe_dir = os.path.abspath(params["recipe"])
-    find_templates(recipe_dir)
+    templates = find_templates(recipe_dir)
     name = params.get("name") or os.path.basename(recipe_dir.rstrip("/"))
     var_files = resolve_var_files(recipe_dir, params.get("var_files"))
+    sources = select_sources(recipe_sources(templates), params.get("only"), recipe_dir)
     # No separate ping: the first registry call names an unreachable registry.
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
-    parent = catalog.resolve(params["parent"]) if params.get("parent") else None
-    fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
-                     params.get("collection_version"), list(params.get("fingerprint_paths") or []), params.get("only"))
-    return {"recipe": recipe_dir, "name": name, "var_files": var_files, "catalog": catalog, "parent": parent,
-            "fingerprint": fp}
+    outputs = []
+    for source in sources:
+        fmt = source_format(source)
+        ref = params.get("parent") if fmt == "container" else vm_parent_reference(params)
+        parent = catalog.resolve(ref) if ref else None
+        if fmt == "vm" and parent is None:
+            raise ImmutableInfraError("the VM source %s of recipe %s needs a parent VM image: give parent (its -vm "
+                                      "repository is used) or vm_parent" % (source, recipe_dir))
+        if fmt == "vm":
+            _vm_image.vm_facts(parent, ref)
+        fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
+                         params.get("collection_version"), list(params.get("fingerprint_paths") or []), [source])
+        outputs.append({"source": source, "format": fmt, "name": name if fmt == "container" else name + "-vm",
+                        "parent": parent, "fingerprint": fp})
+    return {"recipe": recipe_dir, "var_files": var_files, "catalog": catalog, "outputs": outputs}
+
+
+def summary(recipe_dir, outputs):
+    """The module's result: the first output's facts at the top (a one-source
+    bake reads as it always did), every output under `outputs`."""
+    keys = ("source", "format", "name", "fingerprint", "parent", "image", "version", "changed")
+    result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "name", "image", "format", "source")}
+    result.update(recipe=recipe_dir, changed=any(o.get("changed") for o in outputs),
+                  outputs=[{k: o[k] for k in keys if k in o} for o in outputs])
+    return result
 
 
 def bake_recipe(params, check_mode=False):
-    """Bake a Packer recipe once. params mirror image_bake's options."""
+    """Bake a Packer recipe once per output. params mirror image_bake's options.
+
+    Each selected source is its own image version with its own fingerprint;
+    Packer runs (once per source) only for outputs the catalog lacks. Every
+    output's repository is locked as bake_once does, in name order."""
     started = time.monotonic()
     inputs = recipe_inputs(params)
-    catalog, var_files = inputs["catalog"], inputs["var_files"]
-    result = {k: inputs[k] for k in ("fingerprint", "parent", "recipe", "name")}
-    return bake_once(catalog, params, result, started, check_mode,
-                     lambda version, tags: _run_bake(params, check_mode, catalog, result, var_files, version, tags, started))
+    catalog, outputs = inputs["catalog"], inputs["outputs"]
+    extra = {}
+    with contextlib.ExitStack() as stack:
+        locks = {}
+        for out in sorted(outputs, key=lambda o: o["name"]):
+            locks[out["name"]] = stack.enter_context(BakeLocks(state_dir("bake-locks"), catalog.registry, out["name"]))
+            if not check_mode:
+                locks[out["name"]].hold_inputs(out["fingerprint"], params.get("timeout") or 3600)
+        for out in outputs:
+            name = out["name"]
+            tags = catalog.list_tags(name)
+            action, what = plan(catalog, name, out["fingerprint"], params.get("version"), params.get("force"), tags)
+            if action == "exists":
+                out.update(changed=False, image=what)
+                continue
+            if not check_mode:
+                what = locks[name].reserve(lambda taken, v=what, n=name: v if params.get("version")
+                                           else catalog_mod.next_version(catalog.list_tags(n) + taken))
+            out.update(version=what, diff=version_diff(catalog.repository(name), tags, what))
+            _run_bake(params, check_mode, catalog, inputs, out, extra)
+    result = summary(inputs["recipe"], outputs)
+    baked = [o for o in outputs if "diff" in o]
+    if baked:
+        result.update(version=baked[0]["version"], labels=baked[0]["labels"], diff=baked[0]["diff"])
+        if len(baked) > 1:
+            result["diff"] = {k: "".join(o["diff"][k] for o in baked) if "header" not in k
+                              else " ".join(o["diff"][k] for o in baked) for k in baked[0]["diff"]}
+    result.update(extra, duration=round(time.monotonic() - started, 3))
+    return result
 
 
-def _run_bake(params, check_mode, catalog, result, var_files, version, tags, started):
-    """The bake itself, its version reserved: Packer, label check, publish."""
-    recipe_dir, name, parent, fp = result["recipe"], result["name"], result["parent"], result["fingerprint"]
-    result["diff"] = version_diff(catalog.repository(name), tags, version)
+def _vm_vars(workdir, parent, log_file, accelerator):
+    """The recipe contract's variables for a VM source: the parent VM image from
+    the cache, the accelerator and a key pair for Packer's SSH (public half
+    given to the guest through fw_cfg)."""
+    files = _vm_image.fetch(parent["reference"])
+    key = os.path.join(workdir, "ssh-key")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-bake", "-f", key], what="ssh-keygen")
+    return {"parent_disk": files["disk"], "parent_kernel": files["kernel"], "parent_initrd": files["initrd"],
+            "parent_kernel_args": files["kernel_args"], "accelerator": accelerator, "ssh_private_key_file": key,
+            "ssh_public_key_file": key + ".pub", "vm_output_dir": os.path.join(workdir, "vm"),
+            "vm_serial_log": re.sub(r"(\.log)?$", "-serial.log", log_file, count=1),
+            "vm_manifest": os.path.join(workdir, "vm-manifest.json")}, files
+
+
+def _manifest_labels(path):
+    """Labels a recipe gives its VM image: custom_data of its manifest post-processor (last build)."""
+    try:
+        with open(path) as f:
+            builds = json.load(f).get("builds") or []
+    except (OSError, ValueError):
+        return {}
+    data = (builds[-1].get("custom_data") if builds else None) or {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _run_bake(params, check_mode, catalog, inputs, out, extra):
+    """One output's bake, its version reserved: Packer for its source, then
+    label check (container) or packaging (VM), then publish. Fills `out`."""
+    recipe_dir, name, parent, fp, version = inputs["recipe"], out["name"], out["parent"], out["fingerprint"], out["version"]
     bake_id = uuid.uuid4().hex[:12]
     labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
+    out["labels"] = labels
     contract_vars = {
         "image_version": version,
         "image_labels": labels,
@@ -197,48 +300,77 @@ def _run_bake(params, check_mode, catalog, result, var_files, version, tags, sta
         contract_vars["parent_image"] = parent["reference"]
     workdir = tempfile.mkdtemp(prefix="immutable-infra-bake-")
     try:
-        env = dict(PROVISIONER_ENV, PATH=_shim_dir(workdir) + os.pathsep + os.environ.get("PATH", ""))
+        env = dict(PROVISIONER_ENV, PATH=_shim_dir(workdir) + os.pathsep + os.environ.get("PATH", ""),
+                   PACKER_CACHE_DIR=os.path.join(workdir, "packer_cache"))
         if params.get("collections_paths"):
             env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(params["collections_paths"])
+        packer = Packer(params.get("packer_path") or "packer", env)
+        log_file = params.get("log_file") or os.path.join(workdir, "bake.log")
+        parent_files = None
+        if out["format"] == "vm" and not check_mode:
+            vm_vars, parent_files = _vm_vars(workdir, parent, log_file, _vm_image.accelerator())
+            contract_vars.update(vm_vars)
         user_vars = dict(params.get("variables") or {})
         user_vars.update(contract_vars)
         var_json = os.path.join(workdir, "immutable-infra.pkrvars.json")
         with open(var_json, "w") as f:
             json.dump(user_vars, f)
-        packer = Packer(params.get("packer_path") or "packer", env)
-        args = build_args(var_files, params.get("only"), var_json)
-        result.update(version=version, labels=labels)
+        args = build_args(inputs["var_files"], [out["source"]], var_json)
         if check_mode:
-            result["commands"] = [packer.validate(recipe_dir, args)]
-            result.update(changed=True, image=None, duration=round(time.monotonic() - started, 3))
-            return result
-        if parent:
+            extra.setdefault("commands", []).append(packer.validate(recipe_dir, args))
+            out.update(changed=True, image=None)
+            return
+        if parent and out["format"] == "container":
             catalog.pull(parent["reference"])
-        log_file = params.get("log_file") or os.path.join(workdir, "bake.log")
         try:
             cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
-            images = container_artifacts(parsed["artifacts"])
-            if not images:
-                raise ImmutableInfraError("recipe %s built no container image (artifacts: %s)" % (recipe_dir, parsed["artifacts"]))
-            if len(images) > 1:
-                raise ImmutableInfraError("recipe %s built %d container images (%s); select one source with `only`"
-                                          % (recipe_dir, len(images), ", ".join(sorted(images))))
-            local_image = list(images.values())[0]
-            config = _verify_labels(local_image, labels, recipe_dir)
-            facts = catalog.publish(local_image, name, version, labels[catalog_mod.LABEL_BAKE_ID])
+            if out["format"] == "vm":
+                facts = _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir)
+            else:
+                facts, warning = _publish_container(catalog, out, parsed, labels, recipe_dir)
+                if warning:
+                    extra.setdefault("warnings", []).append(warning)
         except BaseException:
             # Packer removes only a build container it started: one that was
             # created but never ran (or a killed Packer's) stays, under our name.
-            run(["podman", "rm", "-f", "-t", "0", "--ignore", contract_vars["build_name"]], check=False, timeout=120)
+            if out["format"] == "container":
+                run(["podman", "rm", "-f", "-t", "0", "--ignore", contract_vars["build_name"]], check=False, timeout=120)
             raise
-        warning = build_shell_warning(config, "%s:%s" % (name, version))
-        if warning:
-            result["warnings"] = [warning]
-        result.update(changed=True, image=facts, artifacts=parsed["artifacts"], packer_seconds=seconds,
-                      log_file=log_file, commands=[cmd], duration=round(time.monotonic() - started, 3))
-        return result
+        out.update(changed=True, image=facts)
+        extra.setdefault("artifacts", []).extend(parsed["artifacts"])
+        extra["packer_seconds"] = round(extra.get("packer_seconds", 0) + seconds, 3)
+        extra["log_file"] = log_file
+        extra.setdefault("commands", []).append(cmd)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _one(found, kind, recipe_dir, artifacts):
+    if not found:
+        raise ImmutableInfraError("recipe %s built no %s (artifacts: %s)" % (recipe_dir, kind, artifacts))
+    if len(found) > 1:
+        raise ImmutableInfraError("recipe %s built %d %ss (%s); select one source with `only`"
+                                  % (recipe_dir, len(found), kind, ", ".join(sorted(found))))
+    return list(found.values())[0]
+
+
+def _publish_container(catalog, out, parsed, labels, recipe_dir):
+    local_image = _one(container_artifacts(parsed["artifacts"]), "container image", recipe_dir, parsed["artifacts"])
+    config = _verify_labels(local_image, labels, recipe_dir)
+    facts = catalog.publish(local_image, out["name"], out["version"], labels[catalog_mod.LABEL_BAKE_ID])
+    return facts, build_shell_warning(config, "%s:%s" % (out["name"], out["version"]))
+
+
+def _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir):
+    """Package Packer's qcow2 with the parent's kernel and initrd; publish it."""
+    disk = _one(vm_artifacts(parsed["artifacts"]), "qcow2 disk", recipe_dir, parsed["artifacts"])
+    all_labels = dict(_manifest_labels(contract_vars["vm_manifest"]), **labels)
+    local = _vm_image.package(disk, parent_files["kernel"], parent_files["initrd"], all_labels,
+                              parent_files["kernel_args"])
+    try:
+        return catalog.publish(local, out["name"], out["version"], labels[catalog_mod.LABEL_BAKE_ID])
+    finally:
+        run(["podman", "rmi", "-f", local], check=False, timeout=120)
 
 
 _SHELLS = ("sh", "bash", "dash", "ash")
@@ -271,90 +403,3 @@ def _verify_labels(local_image, labels, recipe_dir):
             "`changes = [for k, v in var.image_labels : \"LABEL ${k}=${jsonencode(v)}\"]`)" % recipe_dir
         )
     return config
-
-
-def base_fingerprint(params):
-    doc = {
-        "scheme": BASE_FINGERPRINT_SCHEME,
-        "suite": params["suite"],
-        "variant": params["variant"],
-        "packages": sorted(params.get("packages") or []),
-        "mirror": params.get("mirror"),
-        "collection_version": params.get("collection_version"),
-    }
-    if params.get("format") == "vm":
-        # Absent means container: container base fingerprints stay what they were.
-        doc.update(format="vm", guest=_base_vm.guest_digest())
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
-
-
-BASE_NAMES = {"container": "immutable/base", "vm": "immutable/base-vm"}
-
-
-def build_base_image(params, check_mode=False):
-    """A minimal Debian image from Debian packages only: a container image
-    (mmdebstrap | podman import) or a bootable VM image (format vm)."""
-    started = time.monotonic()
-    name = params.get("name") or BASE_NAMES[params.get("format") or "container"]
-    catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
-    fp = base_fingerprint(params)
-    result = {"fingerprint": fp, "name": name, "parent": None}
-    return bake_once(catalog, params, result, started, check_mode,
-                     lambda version, tags: _build_base(params, check_mode, catalog, result, version, tags, started))
-
-
-def _build_base(params, check_mode, catalog, result, version, tags, started):
-    name, fp = result["name"], result["fingerprint"]
-    result["diff"] = version_diff(catalog.repository(name), tags, version)
-    labels = image_labels(version, name, fp, revision=params.get("revision"))
-    if params.get("format") == "vm":
-        return _build_base_vm(params, check_mode, catalog, result, version, labels, started)
-    argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
-    if params.get("packages"):
-        argv.append("--include=%s" % ",".join(params["packages"]))
-    for pattern in ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*"):
-        argv.append("--dpkgopt=path-exclude=%s" % pattern)
-    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
-    result.update(version=version, labels=labels)
-    if check_mode:
-        result.update(changed=True, image=None, commands=[argv + [params["suite"], "-"]],
-                      duration=round(time.monotonic() - started, 3))
-        return result
-    workdir = tempfile.mkdtemp(prefix="immutable-infra-base-")
-    try:
-        tarball = os.path.join(workdir, "rootfs.tar")
-        argv += [params["suite"], tarball] + ([params["mirror"]] if params.get("mirror") else [])
-        run(argv, timeout=params.get("timeout") or 1800, what="mmdebstrap")
-        imp = ["podman", "import", "-q"]
-        for k, v in sorted(labels.items()):
-            imp += ["--change", "LABEL %s=%s" % (k, json.dumps(v))]
-        imp += ["--change", 'CMD ["/bin/bash"]', tarball]
-        _rc, out, _err = run(imp, what="podman import")
-        facts = catalog.publish(out.strip().splitlines()[-1], name, version, labels[catalog_mod.LABEL_BAKE_ID])
-        result.update(changed=True, image=facts, commands=[argv, imp], duration=round(time.monotonic() - started, 3))
-        return result
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _build_base_vm(params, check_mode, catalog, result, version, labels, started):
-    """The base VM: mmdebstrap tree -> ext4 -> qcow2, packaged with its kernel and initrd."""
-    result.update(version=version, labels=labels)
-    if check_mode:
-        result.update(changed=True, image=None, commands=[_base_vm.mmdebstrap_argv(params, "ROOTFS", "OVERLAY")],
-                      duration=round(time.monotonic() - started, 3))
-        return result
-    workdir = tempfile.mkdtemp(prefix="immutable-infra-base-vm-")
-    local = None
-    try:
-        files, commands = _base_vm.build_disk(params, workdir, params.get("timeout") or 1800)
-        local = _vm_image.package(files["disk"], files["kernel"], files["initrd"], labels, _vm_image.DEFAULT_KERNEL_ARGS)
-        facts = catalog.publish(local, result["name"], version, labels[catalog_mod.LABEL_BAKE_ID])
-        result.update(changed=True, image=facts, commands=commands, duration=round(time.monotonic() - started, 3))
-        return result
-    finally:
-        if local:
-            # The catalog holds it now; a local copy of a disk image is of no use to podman.
-            run(["podman", "rmi", "-f", local], check=False, timeout=120)
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -29,6 +29,9 @@ LABEL_BAKE_ID = label("bake-id")
 # EXPOSE; an image with exactly one exposed TCP port needs no label.
 LABEL_PORT = label("port")
 DEFAULT_PORT = 8080
+# What the image is: "container" (absent = container) or "vm" (a VM image: a
+# qcow2 disk with its kernel and initrd, see _vm_image).
+LABEL_FORMAT = label("format")
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -109,6 +112,7 @@ def version_facts(repository, tag, inspected):
         "parent_digest": labels.get(LABEL_BASE_DIGEST),
         "parent_name": labels.get(LABEL_BASE_NAME),
         "bake_id": labels.get(LABEL_BAKE_ID),
+        "format": labels.get(LABEL_FORMAT) or "container",
         "labels": labels,
     }
 

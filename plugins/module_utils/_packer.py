@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, command_env, run
 
 FINGERPRINT_SCHEME = "immutable.infra/fingerprint/v1"
+# The image format each Packer builder type makes, and where its output goes:
+# a recipe's container output to <name>, its VM output to <name>-vm.
+SOURCE_FORMATS = {"docker": "container", "qemu": "vm"}
+_SOURCE_RE = re.compile(r'^[ \t]*source[ \t]+"([^"]+)"[ \t]+"([^"]+)"', re.M)
 _IGNORED_DIRS = {".git", "__pycache__", "packer_cache", ".molecule", "output"}
 _IGNORED_SUFFIXES = (".pyc", ".log", ".swp", "~")
 
@@ -110,6 +115,16 @@ def relevant_errors(parsed, limit=25):
     return out[:limit]
 
 
+def vm_artifacts(artifacts):
+    """The qcow2 file of each build's qemu artifact: {build: path}."""
+    found = {}
+    for art in artifacts:
+        files = [f for f in art.get("files") or [] if f.endswith(".qcow2")]
+        if art.get("builder_id") == "transcend.qemu" and files:
+            found[art["build"]] = files[0]
+    return found
+
+
 def container_artifacts(artifacts):
     """The artifact of each build that names a container image (last one wins:
     a docker-tag post-processor's reference is preferred to the bare image id)."""
@@ -119,6 +134,54 @@ def container_artifacts(artifacts):
         if art.get("id") and (bid.startswith("packer.docker") or bid.startswith("packer.post-processor.docker-")):
             found[art["build"]] = art["id"]
     return found
+
+
+# ---------------------------------------------------------------- sources
+def recipe_sources(templates):
+    """The sources ("type.name") the recipe's templates declare, in order."""
+    found = []
+    for path in templates:
+        with open(path) as f:
+            found += ["%s.%s" % m for m in _SOURCE_RE.findall(f.read())]
+    return list(dict.fromkeys(found))
+
+
+def select_sources(sources, only, recipe_dir):
+    """The sources a bake builds: `only` names sources ("docker.container", also
+    with the build's name in front) or formats ("container", "vm"); empty = all.
+    At most one source per format (each format is one image version)."""
+    picked = []
+    for item in only or [kind for kind in SOURCE_FORMATS.values()]:
+        item = str(item)
+        if item in SOURCE_FORMATS.values():
+            match = [s for s in sources if SOURCE_FORMATS.get(s.split(".", 1)[0]) == item]
+            if not match and only:
+                raise ImmutableInfraError("recipe %s has no %s source (its sources: %s)"
+                                          % (recipe_dir, item, ", ".join(sources) or "none"))
+        else:
+            match = [s for s in sources if item == s or item.endswith("." + s)]
+            if not match:
+                raise ImmutableInfraError("unknown source %r in only: recipe %s has %s; or give a format: %s"
+                                          % (item, recipe_dir, ", ".join(sources) or "no sources",
+                                             ", ".join(sorted(set(SOURCE_FORMATS.values())))))
+        picked += [s for s in match if s not in picked]
+    for s in picked:
+        if s.split(".", 1)[0] not in SOURCE_FORMATS:
+            raise ImmutableInfraError("source %s of recipe %s: immutable.infra bakes only %s sources"
+                                      % (s, recipe_dir, " and ".join(sorted(SOURCE_FORMATS))))
+    for fmt in set(SOURCE_FORMATS.values()):
+        same = [s for s in picked if SOURCE_FORMATS[s.split(".", 1)[0]] == fmt]
+        if len(same) > 1:
+            raise ImmutableInfraError("recipe %s has several %s sources (%s); select one with `only`"
+                                      % (recipe_dir, fmt, ", ".join(same)))
+    if not picked:
+        raise ImmutableInfraError("recipe %s has no docker or qemu source to bake (its sources: %s)"
+                                  % (recipe_dir, ", ".join(sources) or "none"))
+    return picked
+
+
+def source_format(source):
+    return SOURCE_FORMATS[source.split(".", 1)[0]]
 
 
 # ------------------------------------------------------------ fingerprint
@@ -184,7 +247,8 @@ def build_args(var_files=(), only=(), extra_var_file=None):
     if extra_var_file:
         args.append("-var-file=%s" % extra_var_file)
     if only:
-        args.append("-only=%s" % ",".join(only))
+        # A named build prefixes its sources (`web.qemu.vm`): match both spellings.
+        args.append("-only=%s" % ",".join(p for s in only for p in (s, "*." + s)))
     return args
 
 

@@ -32,7 +32,7 @@ from ansible_collections.immutable.infra.plugins.module_utils import _catalog as
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
-LABEL_FORMAT = label("format")
+LABEL_FORMAT = catalog_mod.LABEL_FORMAT
 LABEL_KERNEL_ARGS = label("kernel-args")
 FORMAT_VM = "vm"
 FORMAT_CONTAINER = "container"

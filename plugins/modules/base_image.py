@@ -132,7 +132,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._bake import build_base_image
+from ansible_collections.immutable.infra.plugins.module_utils._base_image import build_base_image
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 
 VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard"]

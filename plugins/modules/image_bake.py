@@ -21,6 +21,14 @@ description:
     C(infra.immutable.bake-id).
   - Versions are whole numbers counting up from C(1) unless O(version) names one. A version is never overwritten.
   - Packer's C(docker) builder is driven through podman; no Docker engine is needed.
+  - 'A recipe can emit a container image (a C(docker) source) and a VM image (a C(qemu) source). Each selected source
+    is its own image version with its own fingerprint: the container output goes to the repository O(name), the VM
+    output to O(name)C(-vm). Packer runs once per output the catalog lacks; the others are returned unchanged.'
+  - 'A VM output is baked by the C(qemu) builder on the parent VM image (fetched by digest into the local cache,
+    C(~/.cache/immutable-infra/vm-images)), with KVM where it really runs guests and TCG otherwise. Its qcow2 disk is
+    packaged with the parent''s kernel and initrd as an OCI image (C(/disk/disk.qcow2), C(/boot/vmlinuz),
+    C(/boot/initrd.img)) labelled C(infra.immutable.format=vm) and C(infra.immutable.kernel-args), plus the
+    C(custom_data) of the recipe''s C(manifest) post-processor (for example C(infra.immutable.port)).'
   - A failed bake returns Packer's error lines and tags or pushes nothing.
   - Runs on the controller (or wherever Packer runs); use C(delegate_to) or a C(localhost) play.
   - Bakes started together on one host are safe. A bake of inputs another bake is baking waits for it and returns
@@ -35,6 +43,12 @@ description:
   - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
+  - 'For a VM source it also passes C(parent_disk), C(parent_kernel), C(parent_initrd) and C(parent_kernel_args) (the
+    parent VM image in the local cache; the disk is read only), C(accelerator) (C(kvm) or C(tcg)),
+    C(ssh_private_key_file) and C(ssh_public_key_file) (a key pair for this bake; give the public half to the guest
+    as qemu C(-fw_cfg name=opt/immutable/authorized_keys,file=...)), C(vm_output_dir) (the qemu builder''s
+    C(output_directory)), C(vm_serial_log) (a file for the serial console, kept beside O(log_file)) and
+    C(vm_manifest) (where a C(manifest) post-processor writes its C(custom_data) labels).'
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -63,6 +77,12 @@ options:
     description:
       - The parent image, by C(name) (its newest version), C(name:version) or C(name@sha256:...),
         with or without a registry prefix. Resolved to a digest before the bake and passed as C(parent_image).
+      - For a VM source the parent is its C(-vm) repository (C(immutable/base) -> C(immutable/base-vm), its newest
+        version) unless O(vm_parent) is given.
+    type: str
+  vm_parent:
+    description:
+      - The parent VM image of the recipe's VM source, like O(parent). Needed when O(parent) pins a version.
     type: str
   version:
     description: The version to give the new image. Defaults to the next whole number.
@@ -77,7 +97,9 @@ options:
     type: dict
     default: {}
   only:
-    description: Build only these sources of the recipe (Packer's C(-only)).
+    description:
+      - Bake only these sources of the recipe - by source name (C(docker.container), C(qemu.vm)) or by format
+        (C(container), C(vm)). Empty bakes every source of the recipe.
     type: list
     elements: str
     default: []
@@ -138,6 +160,12 @@ EXAMPLES = r"""
       web_message: hello
     log_file: /tmp/bake-web.log
 
+- name: Bake the web recipe's VM image (repository web-vm, on immutable/base-vm)
+  immutable.infra.image_bake:
+    recipe: web
+    parent: immutable/base
+    only: [qemu.vm]
+
 - name: Bake a recipe kept in your own repository, as version 2024.06.1
   immutable.infra.image_bake:
     recipe: "{{ playbook_dir }}/../packer/api"
@@ -166,6 +194,22 @@ image:
     parent_name: 127.0.0.1:5000/immutable/base
     bake_id: 0f1e2d3c4b5a
     labels: {}
+format:
+  description: The format of the (first) output, C(container) or C(vm).
+  returned: always
+  type: str
+  sample: container
+outputs:
+  description:
+    - One entry per selected source, in the recipe's order (the top-level keys describe the first) -
+      C(source), C(format), C(name) (its repository), C(fingerprint), C(parent), C(image), C(changed), and
+      C(version) when it was or would be baked.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {source: docker.container, format: container, name: web, changed: false, image: {version: "2"}}
+    - {source: qemu.vm, format: vm, name: web-vm, changed: true, version: "1", image: {version: "1"}}
 version:
   description: The version that was or would be baked. Absent when an existing version is returned.
   returned: when a bake happens or would happen
@@ -221,6 +265,7 @@ def main():
         recipe=dict(type="str", required=True),
         name=dict(type="str"),
         parent=dict(type="str"),
+        vm_parent=dict(type="str"),
         version=dict(type="str"),
         var_files=dict(type="list", elements="path", default=[]),
         variables=dict(type="dict", default={}),

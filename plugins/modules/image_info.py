@@ -69,6 +69,7 @@ versions:
       parent_digest: sha256:2ec58878c37464e5c46383bd77dfe349c38253131156e8951830e21579c58ac4
       parent_name: 127.0.0.1:5000/immutable/base
       bake_id: 0f1e2d3c4b5a
+      format: container
       labels: {}
 """
 

@@ -511,6 +511,23 @@ class QemuVM:
         return proc.returncode, proc.stdout
 
 
+def bake_web_vm(ansible, registry, name="vmweb", **variables):
+    """Bake the web recipe's VM image (playbooks/bake.yml -e bake_only=vm) into <name>-vm, on the session's
+    immutable/base-vm (request base_vm_image first); returns the bake task's result. ~1.5 min under TCG."""
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {
+        "catalog_registry": registry["address"], "recipe": "web", "recipe_name": name, "bake_only": "vm",
+        "recipe_variables": dict({"web_message": name}, **variables)})
+    assert run.rc == 0, run.stderr + json.dumps(run.doc.get("stats"))
+    return run.result("Bake the recipe")
+
+
+@pytest.fixture(scope="session")
+def web_vm_image(ansible, registry, base_vm_image):
+    """The web recipe's golden VM image in `vmweb-vm` (web_message "vmweb", port 8080), baked once per session.
+    ["image"] has version, digest, reference, format ("vm") and labels (infra.immutable.port, kernel-args)."""
+    return bake_web_vm(ansible, registry)
+
+
 # ------------------------------------------------- one release scenario, every real platform
 def platform_groups(ansible, app, platform="podman", platform_options=None, stack="prod"):
     """{group: [instance names]} of an app/stack, read through server_group_info on the platform."""

@@ -24,47 +24,78 @@ def test_log_path_in_a_given_directory_is_unique(tmp_path):
     assert len(paths) == 20 and all(os.path.dirname(p) == str(tmp_path) for p in paths)
 
 
-class FakeCatalog:
-    """The catalog interface the shortcut reads; holds one version of the given fingerprint, if any."""
+PARENT = "sha256:" + "0" * 64
+VM_PARENT = "sha256:" + "1" * 64
 
-    holds = None
+
+class FakeCatalog:
+    """The catalog interface the shortcut reads; holds one version of each given fingerprint, if any."""
+
+    holds = ()
 
     def __init__(self, registry, validate_certs=None):
         self.registry = registry
 
     def resolve(self, ref):
-        return {"digest": "sha256:" + "0" * 64, "reference": ref}
+        if ref.endswith("-vm"):
+            return {"digest": VM_PARENT, "reference": ref,
+                    "labels": {"infra.immutable.format": "vm", "infra.immutable.kernel-args": "root=/dev/vda"}}
+        return {"digest": PARENT, "reference": ref}
 
     def list_tags(self, name):
         return ["1"] if self.holds else []
 
     def find_fingerprint(self, name, fp, tags=None):
-        return {"version": "1", "fingerprint": fp} if fp == self.holds else None
+        return {"version": "1", "fingerprint": fp} if fp in self.holds else None
+
+
+SOURCES = 'source "docker" "container" {}\nsource "qemu" "vm" {}\n'
+
+
+def fp_of(recipe, source, parent=PARENT):
+    return fingerprint(recipe["recipe"], [], {"a": 1}, parent, None, [], [source])
 
 
 @pytest.fixture
 def recipe(tmp_path, monkeypatch):
+    (tmp_path / "sources.pkr.hcl").write_text(SOURCES)
     (tmp_path / "build.pkr.hcl").write_text("build {}\n")
     monkeypatch.setattr(_catalog, "Catalog", FakeCatalog)
     return {"recipe": str(tmp_path), "registry": "127.0.0.1:1", "parent": "immutable/base", "variables": {"a": 1}}
 
 
 def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatch):
+    recipe = dict(recipe, only=["container"])
     assert catalog_hit(recipe) is None  # an empty catalog: the module bakes
-    fp = fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
-    monkeypatch.setattr(FakeCatalog, "holds", fp)
+    fp = fp_of(recipe, "docker.container")
+    monkeypatch.setattr(FakeCatalog, "holds", (fp,))
     hit = catalog_hit(recipe)
     assert hit["changed"] is False and hit["image"] == {"version": "1", "fingerprint": fp}
     assert hit["name"] == os.path.basename(recipe["recipe"]) and hit["parent"]["digest"].startswith("sha256:0")
+    assert hit["format"] == "container" and [o["source"] for o in hit["outputs"]] == ["docker.container"]
     assert catalog_hit(dict(recipe, variables={"a": 2})) is None  # other inputs
+
+
+def test_each_source_is_its_own_version_and_a_hit_needs_them_all(recipe, monkeypatch):
+    container, vm = fp_of(recipe, "docker.container"), fp_of(recipe, "qemu.vm", VM_PARENT)
+    assert container != vm
+    monkeypatch.setattr(FakeCatalog, "holds", (container,))
+    assert catalog_hit(recipe) is None                       # both: the VM is missing, the module bakes it
+    assert catalog_hit(dict(recipe, only=["qemu.vm"])) is None
+    monkeypatch.setattr(FakeCatalog, "holds", (container, vm))
+    hit = catalog_hit(recipe)
+    assert [(o["source"], o["format"], o["name"], o["parent"]["digest"], o["changed"]) for o in hit["outputs"]] == [
+        ("docker.container", "container", os.path.basename(recipe["recipe"]), PARENT, False),
+        ("qemu.vm", "vm", os.path.basename(recipe["recipe"]) + "-vm", VM_PARENT, False)]
+    assert hit["changed"] is False and catalog_hit(dict(recipe, only=["vm"]))["name"].endswith("-vm")
 
 
 @pytest.mark.parametrize("args", [
     {"force": True}, {"force": "yes"}, {"variables": "not a dict"}, {"validate_certs": "maybe"},
 ])
 def test_the_module_decides_what_the_shortcut_does_not_read(args, recipe, monkeypatch):
-    fp = fingerprint(recipe["recipe"], [], {"a": 1}, "sha256:" + "0" * 64, None, [], None)
-    monkeypatch.setattr(FakeCatalog, "holds", fp)
+    monkeypatch.setattr(FakeCatalog, "holds", (fp_of(recipe, "docker.container"), fp_of(recipe, "qemu.vm", VM_PARENT)))
+    assert catalog_hit(recipe) is not None
     assert catalog_hit(dict(recipe, **args)) is None
 
 

@@ -203,3 +203,10 @@ def test_publish_reports_a_version_pushed_by_another_bake_at_once(monkeypatch):
     with pytest.raises(ImmutableInfraError, match="pushed by another bake .bake id theirs, not ours mine"):
         PublishCatalog([None, {"bake_id": "theirs"}]).publish("img", "web", "3", "mine")
     assert PublishCatalog([None, {"bake_id": "mine"}]).publish("img", "web", "3", "mine") == {"bake_id": "mine"}
+
+
+@pytest.mark.parametrize("labels, fmt", [({}, "container"), ({"infra.immutable.format": "vm"}, "vm"),
+                                         ({"infra.immutable.format": "container"}, "container")])
+def test_version_facts_carry_the_format(labels, fmt):
+    facts = catalog.version_facts("r/web", "1", {"Digest": "sha256:" + "0" * 64, "Labels": labels})
+    assert facts["format"] == fmt

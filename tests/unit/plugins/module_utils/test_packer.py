@@ -147,7 +147,7 @@ def test_fingerprint_missing_path_is_an_error(recipe, tmp_path):
 
 def test_build_args():
     assert packer.build_args(["a.pkrvars.hcl"], ["docker.c", "qemu.v"], "x.json") == [
-        "-var-file=a.pkrvars.hcl", "-var-file=x.json", "-only=docker.c,qemu.v"]
+        "-var-file=a.pkrvars.hcl", "-var-file=x.json", "-only=docker.c,*.docker.c,qemu.v,*.qemu.v"]
     assert packer.build_args() == []
 
 
@@ -166,3 +166,48 @@ def test_bake_warns_about_the_build_shell_as_command(config, warns):
     assert bool(warning) is warns
     if warns:
         assert "web:3" in warning and "CMD []" in warning and config["Cmd"][0] in warning
+
+
+SOURCES = """
+source "docker" "container" {
+  image = var.parent_image
+}
+  source  "qemu"   "vm" {
+}
+source "null" "other" {}
+"""
+
+
+def test_recipe_sources_and_selection(tmp_path):
+    (tmp_path / "sources.pkr.hcl").write_text(SOURCES)
+    sources = packer.recipe_sources([str(tmp_path / "sources.pkr.hcl")])
+    assert sources == ["docker.container", "qemu.vm", "null.other"]
+    two = sources[:2]
+    assert packer.select_sources(two, [], "r") == ["docker.container", "qemu.vm"]
+    assert packer.select_sources(two, ["vm"], "r") == ["qemu.vm"]
+    assert packer.select_sources(two, ["web.qemu.vm", "container"], "r") == ["qemu.vm", "docker.container"]
+    assert [packer.source_format(s) for s in two] == ["container", "vm"]
+
+
+@pytest.mark.parametrize("sources, only, message", [
+    (["docker.container"], ["qemu.vm"], "unknown source 'qemu.vm' in only: recipe r has docker.container"),
+    (["docker.container"], ["vm"], "recipe r has no vm source"),
+    (["null.other"], ["null.other"], "immutable.infra bakes only docker and qemu sources"),
+    (["docker.a", "docker.b"], [], "several container sources \\(docker.a, docker.b\\)"),
+    (["null.other"], [], "no docker or qemu source to bake"),
+])
+def test_bad_source_selections_name_the_sources(sources, only, message):
+    with pytest.raises(ImmutableInfraError, match=message):
+        packer.select_sources(sources, only, "r")
+
+
+def test_vm_artifacts_are_the_qemu_builds_qcow2():
+    parsed = packer.parse_machine_readable([
+        "1,web.qemu.vm,artifact,0,builder-id,transcend.qemu\n",
+        "1,web.qemu.vm,artifact,0,id,VM\n",
+        "1,web.qemu.vm,artifact,0,file,0,/tmp/out/disk.qcow2\n",
+        "1,web.docker.container,artifact,0,builder-id,packer.docker\n",
+        "1,web.docker.container,artifact,0,id,abc\n",
+    ])
+    assert packer.vm_artifacts(parsed["artifacts"]) == {"web.qemu.vm": "/tmp/out/disk.qcow2"}
+    assert packer.container_artifacts(parsed["artifacts"]) == {"web.docker.container": "abc"}
