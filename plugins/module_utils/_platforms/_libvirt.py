@@ -209,6 +209,12 @@ def free_ports(count):
     return out
 
 
+def _restated(exc, what):
+    """exc with `what: ` before its message, keeping what is known of the command."""
+    return ImmutableInfraError("%s: %s" % (what, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
+                               stderr=exc.stderr, **exc.details)
+
+
 class _PortTaken(Exception):
     def __init__(self, error):
         super().__init__(error.msg)
@@ -320,13 +326,18 @@ class LibvirtPlatform(Platform):
         self._fetch(reference)
 
     def _cleanup(self, name, files):
-        self._virsh(["destroy", name], "virsh destroy", check=False)
-        self._virsh(["undefine", name], "virsh undefine", check=False)
+        """Remove what a failed start left: its domain (when libvirt answers) and its files (always)."""
+        try:
+            self._virsh(["destroy", name], "virsh destroy", check=False)
+            self._virsh(["undefine", name], "virsh undefine", check=False)
+        except ImmutableInfraError:
+            pass     # libvirt or virsh is what failed: no domain was defined
         _remove(files)
 
     def create_instance(self, spec, attempts=2):
         """Define and start one domain; on failure nothing of it remains. A forwarded
         port taken between choosing and binding it is retried once with new ports."""
+        self._virsh(["version"], "virsh", timeout=60)      # libvirt answers, before anything is made
         image = self._fetch(spec["image"])
         domain_type = self._domain_type()
         os.makedirs(self.state_dir, exist_ok=True)
@@ -360,12 +371,11 @@ class LibvirtPlatform(Platform):
         except ImmutableInfraError as exc:
             self._cleanup(name, [overlay, console])
             if "host forwarding rule" in "%s %s" % (exc.stderr or "", exc.msg):
-                exc.msg = ("instance %s: a forwarded port is already taken on %s (host->guest %s): %s"
-                           % (name, LOOPBACK, ", ".join("%d->%d" % (h, p) for p, h in sorted(ports.items())), exc.msg))
-                raise _PortTaken(exc)
+                raise _PortTaken(_restated(exc, "instance %s: a forwarded port is already taken on %s (host->guest %s)"
+                                           % (name, LOOPBACK, ", ".join("%d->%d" % (h, p) for p, h in sorted(ports.items())))))
             if "qemu-img create" in exc.msg:
-                exc.msg = "instance %s: cannot make an overlay on the disk of %s (corrupt qcow2?): %s" % (
-                    name, spec["image"], exc.msg)
+                raise _restated(exc, "instance %s: cannot make an overlay on the disk of %s (corrupt qcow2?)"
+                                % (name, spec["image"]))
             raise
 
     def create_instances(self, specs, workers=3):
