@@ -42,7 +42,7 @@ def test_the_project_starts_its_daemons_once_and_stops_only_them(libvirtd):
 
     env = dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections"))
     procs = [subprocess.Popen([sys.executable, "-c", START], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+                              text=True) for _caller in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sorted(o[0].strip() for o in outs) == ["False", "True"], "exactly one of two racing callers starts them"
