@@ -35,29 +35,37 @@ DISK_SIZE = "3G"
 
 _IDENTITY_SCRIPT = r"""#!/bin/sh
 # immutable.infra guest contract: identity and environment from qemu fw_cfg.
+# Few processes on purpose: under TCG every exec at boot costs.
 set -u
-modprobe qemu_fw_cfg 2>/dev/null || true
 dir=/sys/firmware/qemu_fw_cfg/by_name/opt/immutable
-get() { [ -r "$dir/$1/raw" ] && cat "$dir/$1/raw"; }
-mkdir -p /run/immutable
-chmod 0755 /run/immutable
-name=$(get hostname) && [ -n "$name" ] && printf '%s\n' "$name" > /proc/sys/kernel/hostname
-id=$(get instance-id) && printf '%s\n' "$id" > /run/immutable/instance-id
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe qemu_fw_cfg 2>/dev/null || true
+mkdir -p -m 0755 /run/immutable
+name= id=
+[ -r "$dir/hostname/raw" ] && read -r name < "$dir/hostname/raw"
+[ -n "$name" ] && printf '%s\n' "$name" > /proc/sys/kernel/hostname
+[ -r "$dir/instance-id/raw" ] && read -r id < "$dir/instance-id/raw"
+[ -n "$id" ] && printf '%s\n' "$id" > /run/immutable/instance-id
 umask 077
-if get env > /run/immutable/env.new; then
-    grep -q '^INSTANCE_ID=' /run/immutable/env.new || { [ -n "${id:-}" ] && printf 'INSTANCE_ID=%s\n' "$id" >> /run/immutable/env.new; }
-else
-    : > /run/immutable/env.new
-    [ -n "${id:-}" ] && printf 'INSTANCE_ID=%s\n' "$id" >> /run/immutable/env.new
+keys= has_id=
+{
+    if [ -r "$dir/env/raw" ]; then
+        while IFS= read -r line || [ -n "$line" ]; do
+            case "$line" in INSTANCE_ID=*) has_id=1 ;; esac
+            printf '%s\n' "$line"
+            keys="$keys${line%%=*},"
+        done < "$dir/env/raw"
+    fi
+    [ -z "$has_id" ] && [ -n "$id" ] && printf 'INSTANCE_ID=%s\n' "$id" && keys="${keys}INSTANCE_ID,"
+} > /run/immutable/env
+if [ -r "$dir/authorized_keys/raw" ]; then
+    mkdir -p -m 0700 /root/.ssh
+    while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done \
+        < "$dir/authorized_keys/raw" > /root/.ssh/authorized_keys
+    [ -s /root/.ssh/authorized_keys ] && [ ! -s /etc/ssh/ssh_host_ed25519_key ] \
+        && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 fi
-mv /run/immutable/env.new /run/immutable/env
-if keys=$(get authorized_keys) && [ -n "$keys" ]; then
-    mkdir -p /root/.ssh && chmod 0700 /root/.ssh
-    printf '%s\n' "$keys" > /root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys
-    [ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-fi
-echo "immutable-identity: hostname=$(cat /proc/sys/kernel/hostname) instance-id=${id:-none}" \
-     "env=$(cut -d= -f1 /run/immutable/env | tr '\n' ',')" > /dev/console
+read -r now < /proc/sys/kernel/hostname
+echo "immutable-identity: hostname=$now instance-id=${id:-none} env=$keys" > /dev/console
 exit 0
 """
 
