@@ -88,8 +88,8 @@ WantedBy=sysinit.target
 GUEST_FILES = {
     "usr/local/sbin/immutable-identity": (0o755, _IDENTITY_SCRIPT),
     "etc/systemd/system/immutable-identity.service": (0o644, _IDENTITY_UNIT),
-    "etc/systemd/network/80-dhcp.network": (0o644, "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n"
-                                                    "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"),
+    "etc/systemd/network/80-dhcp.network": (
+        0o644, "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"),
     "etc/systemd/journald.conf.d/immutable-infra.conf": (0o644, "[Journal]\nStorage=volatile\n"),
     # sshd only when the identity unit installed a key (bakes); ed25519 only.
     "etc/systemd/system/ssh.service.d/immutable-infra.conf": (

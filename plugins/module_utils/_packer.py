@@ -151,7 +151,7 @@ def select_sources(sources, only, recipe_dir):
     with the build's name in front) or formats ("container", "vm"); empty = all.
     At most one source per format (each format is one image version)."""
     picked = []
-    for item in only or [kind for kind in SOURCE_FORMATS.values()]:
+    for item in only or list(dict.fromkeys(SOURCE_FORMATS.values())):
         item = str(item)
         if item in SOURCE_FORMATS.values():
             match = [s for s in sources if SOURCE_FORMATS.get(s.split(".", 1)[0]) == item]

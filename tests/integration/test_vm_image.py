@@ -70,8 +70,10 @@ def test_base_vm_boots_with_its_identity_and_environment(base_vm_image, env, wor
     name, iid = "basevm%s" % uuid.uuid4().hex[:4], "i-%s" % uuid.uuid4().hex[:8]
     with QemuVM(image, workdir, vm_accelerator(env), name, iid, env={"ZONE": "z1", "GREETING": "hi there"},
                 authorized_keys=key + ".pub") as vm:
-        out = vm.wait(lambda: (lambda r: r[1] if r[0] == 0 else None)(vm.ssh(key, "hostname; cat /run/immutable/env")),
-                      300, "SSH into the base VM")
+        def identity():
+            rc, printed = vm.ssh(key, "hostname; cat /run/immutable/env")
+            return printed if rc == 0 else None
+        out = vm.wait(identity, 300, "SSH into the base VM")
         seconds = time.monotonic() - vm.started
         lines = out.split("\n")
         assert lines[0] == name
