@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -249,3 +250,28 @@ def test_a_vm_that_never_becomes_healthy_shows_its_console(libvirt, ansible, env
     assert rc == 0 and res["changed"], res
     state = os.path.join(env["HOME"], ".local", "state", "immutable-infra", "libvirt")
     assert domains(app + "-") == [] and [f for f in os.listdir(state) if f.startswith(app)] == []
+
+
+def test_web_vm_instances_answer_http_on_loopback(libvirt, web_vm_image):
+    """The golden web VM: its service answers HTTP 200 through the forwarded port of each instance."""
+    image = web_vm_image["image"]
+    port = int(image["labels"]["infra.immutable.port"])
+    app = new_app(libvirt)
+    started = time.monotonic()
+    made = libvirt.create_instances([spec(app, image, port=port, zone=z, env={"ZONE_NOTE": z}) for z in ("a", "b")])
+    answered = {}
+    while len(answered) < 2 and time.monotonic() - started < 300:
+        for inst in made:
+            if inst["name"] not in answered:
+                try:
+                    with urllib.request.urlopen(inst["endpoint"] + "/healthz", timeout=3) as resp:
+                        if resp.status == 200:
+                            answered[inst["name"]] = time.monotonic() - started
+                except (OSError, ValueError):
+                    pass
+        time.sleep(0.5)
+    assert len(answered) == 2, "not every web VM answered HTTP 200: %s; console: %s" % (
+        answered, libvirt.logs(made[0]["name"]))
+    libvirt.destroy_instances([i["name"] for i in made], timeout=30)
+    assert domains(app + "-") == [] and os.listdir(libvirt.state_dir) == []
+    print("libvirt web VM: create to HTTP 200 %s" % ", ".join("%.1fs" % s for s in sorted(answered.values())))

@@ -15,6 +15,7 @@ networking with restrict=on; each forwarded port listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -36,6 +37,7 @@ LOOPBACK = "127.0.0.1"
 HOST_PORT, PORTS, CREATED = "host-port", "ports", "created"
 # The NIC: a PCI slot libvirt leaves free, so the qemu:commandline device never collides with its own.
 NIC_ADDRESS = "0x1f"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ET.register_namespace("qemu", QEMU_XMLNS)
 ET.register_namespace("ii", XMLNS)
 
@@ -284,6 +286,9 @@ class LibvirtPlatform(Platform):
         """{name: domain XML} for the names that still exist (one virsh call)."""
         if not names:
             return {}
+        names = [n for n in names if SAFE_NAME.match(n)]      # they go into one virsh command line
+        if not names:
+            return {}
         _rc, out, _err = self._virsh([" ; ".join("dumpxml %s" % n for n in names)], "virsh dumpxml", check=False)
         docs = {}
         for chunk in out.split("</domain>"):
@@ -301,8 +306,9 @@ class LibvirtPlatform(Platform):
         """Every instance (any state) matching the filters, read from libvirt."""
         _rc, out, _err = self._virsh(["list", "--all"], "virsh list")
         states = parse_list(out)
-        prefix = group + "-" if group else ("%s-%s-v" % (app, stack) if app and stack else "")
-        names = sorted(n for n in states if n.startswith(prefix))
+        # Instance names are <app>-<stack>-vNNN-<suffix> (_names): other domains are never read.
+        prefix = group + "-" if group else ("%s-%s-v" % (app, stack) if stack else app + "-") if app else ""
+        names = sorted(n for n in states if n.startswith(prefix) and SAFE_NAME.match(n))
         found = []
         for name, text in self._dumpxml(names).items():
             inst = parse_domain(text, states.get(name))
@@ -409,15 +415,15 @@ class LibvirtPlatform(Platform):
         if text is None:
             return
         rc, out, _err = self._virsh(["domstate", name], "virsh domstate", check=False)
-        if rc == 0 and out.strip() == "running":
-            if timeout > 0:
-                self._virsh(["shutdown", name], "virsh shutdown", check=False)
+        if rc == 0 and out.strip() == "running" and timeout > 0:
+            self._virsh(["shutdown", name], "virsh shutdown", check=False)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 rc, out, _err = self._virsh(["domstate", name], "virsh domstate", check=False)
                 if rc != 0 or out.strip() != "running":
                     break
                 time.sleep(0.2)
+        if rc == 0 and out.strip() != "shut off":       # running, paused, crashed, still shutting down
             self._virsh(["destroy", name], "virsh destroy", check=False)
         rc, _out, err = self._virsh(["undefine", name], "virsh undefine", check=False)
         if rc != 0 and name in self._dumpxml([name]):
