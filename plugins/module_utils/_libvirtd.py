@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import socket
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from ansible_collections.immutable.infra.plugins.module_utils import _service
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 SYSTEM_SOCKET = "/run/libvirt/libvirt-sock"
@@ -116,16 +116,7 @@ def ensure_running(uri, run_dir=RUN_DIR, timeout=30):
 
 def _pid_of(run_dir, daemon):
     """The live pid in the project's pid file of daemon, or None (no file, stale, or reused by another program)."""
-    try:
-        with open(_pid_file(run_dir, daemon)) as f:
-            pid = int(f.read().strip())
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except (OSError, ValueError):
-        return None
-    # "pid (comm) state ...": a zombie waiting for its parent counts as gone.
-    comm, _sep, rest = stat.partition("(")[2].rpartition(")")
-    return pid if comm == daemon and rest.split()[:1] != ["Z"] else None
+    return _service.status([daemon], _pid_file(run_dir, daemon))
 
 
 def started(run_dir=RUN_DIR):
@@ -138,17 +129,12 @@ def stop(run_dir=RUN_DIR, timeout=30):
     """Stop the daemons the project started (SIGTERM by pid, SIGKILL after timeout); return their names.
 
     Running domains survive: their qemu processes outlive libvirtd, which finds them again when it restarts.
+    (playbooks/libvirt.yml does the same through the local_service module.)
     """
     stopped = []
     for daemon, _sock in reversed(DAEMONS):
         pid = _pid_of(run_dir, daemon)
-        if pid is None:
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_of(run_dir, daemon) == pid and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _pid_of(run_dir, daemon) == pid:
-            os.kill(pid, signal.SIGKILL)
-        stopped.append(daemon)
+        if pid:
+            _service.stop(pid, [daemon], _pid_file(run_dir, daemon), timeout)
+            stopped.append(daemon)
     return stopped

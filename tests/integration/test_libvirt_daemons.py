@@ -13,6 +13,7 @@ import pytest
 
 from conftest import TOP, _collection_import_path
 
+PLAYBOOK = os.path.join(TOP, "playbooks", "libvirt.yml")
 START = ("from ansible_collections.immutable.infra.plugins.module_utils import _libvirtd; "
          "print(_libvirtd.ensure_running('qemu:///system'))")
 
@@ -27,18 +28,26 @@ def libvirtd():
     mod.ensure_running("qemu:///system")     # leave the machine as the next test expects it
 
 
-def test_the_project_starts_its_daemons_once_and_stops_only_them(libvirtd):
+def test_the_project_starts_its_daemons_once_and_stops_only_them(libvirtd, ansible):
     if libvirtd.answers(libvirtd.SYSTEM_SOCKET) and "libvirtd" not in libvirtd.started():
         # Someone else's libvirtd: the project must not touch it.
-        assert libvirtd.stop() == [] and libvirtd.answers(libvirtd.SYSTEM_SOCKET)
+        assert libvirtd.stop() == [] and ansible.playbook(PLAYBOOK, {"libvirt_state": "stopped"}).rc == 0
+        assert libvirtd.answers(libvirtd.SYSTEM_SOCKET)
         return
     running = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "list", "--name"], capture_output=True,
                              text=True, check=False).stdout.split()
     if running:
         pytest.skip("domains are running (%s): their console logs go through virtlogd" % ", ".join(running))
     before = libvirtd.started()
-    assert sorted(libvirtd.stop()) == sorted(before)
+    run = ansible.playbook(PLAYBOOK, {"libvirt_state": "stopped"}, check=True)
+    assert run.rc == 0 and libvirtd.started() == before, run.stderr
+    run = ansible.playbook(PLAYBOOK, {"libvirt_state": "stopped"})
+    assert run.rc == 0 and [r["changed"] for r in run.results("Stop the daemons the project started, libvirtd first")
+                            [0]["results"]] == [d in before for d in ("libvirtd", "virtlogd")], run.doc
     assert not libvirtd.answers(libvirtd.SYSTEM_SOCKET) and libvirtd.started() == {}
+    run = ansible.playbook(PLAYBOOK, {"libvirt_state": "stopped"})      # again: nothing to do
+    assert run.rc == 0 and not any(r["changed"] for r in run.results(
+        "Stop the daemons the project started, libvirtd first")[0]["results"]), run.doc
 
     env = dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections"))
     procs = [subprocess.Popen([sys.executable, "-c", START], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
