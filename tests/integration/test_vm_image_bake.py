@@ -45,6 +45,16 @@ def test_a_vm_rebake_is_answered_from_the_catalog(web_vm_image, ansible, registr
     print("golden VM no-op: %.1fs" % (time.monotonic() - started))
 
 
+def test_check_mode_validates_the_vm_source_and_bakes_nothing(web_vm_image, ansible, registry):
+    run = ansible.playbook(BAKE, {"catalog_registry": registry["address"], "recipe": "web", "recipe_name": "vmweb",
+                                  "bake_only": "vm", "recipe_variables": {"web_message": "other"}}, check=True)
+    assert run.rc == 0, run.stderr
+    res = run.result("Bake the recipe")
+    assert res["changed"] is True and res["image"] is None and res["name"] == "vmweb-vm", res
+    assert res["commands"][0][:2] == ["packer", "validate"] and "-only=qemu.vm,*.qemu.vm" in res["commands"][0]
+    assert tags(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
+
+
 def test_the_golden_vm_boots_to_a_healthy_service(web_vm_image, env, workdir):
     image = fetch_vm_image(env, web_vm_image["image"]["reference"])
     iid = "i-%s" % uuid.uuid4().hex[:8]
@@ -88,3 +98,4 @@ def test_a_bake_of_both_runs_packer_only_for_the_missing_output(web_vm_image, ba
     builds = [c for c in res["commands"] if c[:2] == ["packer", "build"]]
     assert len(builds) == 1 and any(a.startswith("-only=docker.container") for a in builds[0]), builds
     assert tags(registry, "vmweb") == ["1"] and tags(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
+    print("container bake of the same recipe: %.1fs (Packer %.1fs)" % (res["duration"], res["packer_seconds"]))
