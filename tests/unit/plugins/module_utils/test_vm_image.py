@@ -132,3 +132,14 @@ def test_accelerator_is_remembered_per_boot(tmp_path, monkeypatch):
     assert vm.accelerator(cache) == "tcg" and vm.accelerator(cache) == "tcg" and len(calls) == 1
     monkeypatch.setattr(vm, "_boot_id", lambda: "boot-2")
     assert vm.accelerator(cache) == "tcg" and len(calls) == 2
+
+
+def test_a_corrupt_disk_is_neither_packaged_nor_kept(tmp_path):
+    disk, kernel = tmp_path / "disk.qcow2", tmp_path / "vmlinuz"
+    disk.write_bytes(b"QFI\xfb" + b"\x00" * 4092)       # a qcow2 magic and nothing sane behind it
+    kernel.write_bytes(b"k")
+    with pytest.raises(ImmutableInfraError, match="disk .*disk.qcow2 is (not a qcow2 disk|a corrupt qcow2 disk)"):
+        vm.package(str(disk), str(kernel), str(kernel), {"a": "b"}, podman="/nonexistent/podman")
+    with pytest.raises(ImmutableInfraError, match="not a qcow2 disk .*qemu-img sees raw"):
+        disk.write_bytes(b"just bytes")
+        vm.check_disk(str(disk))
