@@ -14,6 +14,7 @@ from ansible_collections.immutable.infra.plugins.module_utils import _libvirtd
 from ansible_collections.immutable.infra.plugins.module_utils._names import IDENTITY, LABEL_PREFIX
 from ansible_collections.immutable.infra.plugins.module_utils._platforms import get_platform
 from ansible_collections.immutable.infra.plugins.module_utils._platforms import _libvirt as lv
+from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import Platform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 SPEC = {
@@ -146,3 +147,13 @@ def test_only_pids_that_still_are_the_daemon_count_as_started(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_platform_implements_the_whole_interface():
+    """What the conformance suite's first case checks of every platform, for the real class."""
+    for method in ("list_instances", "instance", "pull", "create_instances", "destroy_instances", "logs"):
+        assert getattr(lv.LibvirtPlatform, method) is not getattr(Platform, method), method
+    assert lv.LibvirtPlatform.name == "libvirt" and lv.LibvirtPlatform.image_format == "vm"
+    inst = lv.parse_domain(xml(), "running")
+    assert lv.LibvirtPlatform().address(inst, 9000) == ("127.0.0.1", 41001)
+    assert lv.LibvirtPlatform().address(inst, 1234) is None
