@@ -99,3 +99,9 @@ def test_a_bake_of_both_runs_packer_only_for_the_missing_output(web_vm_image, ba
     assert len(builds) == 1 and any(a.startswith("-only=docker.container") for a in builds[0]), builds
     assert tags(registry, "vmweb") == ["1"] and tags(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
     print("container bake of the same recipe: %.1fs (Packer %.1fs)" % (res["duration"], res["packer_seconds"]))
+    again = ansible.playbook(BAKE, {"catalog_registry": registry["address"], "recipe": "web", "recipe_name": "vmweb",
+                                    "bake_only": "both", "recipe_variables": {"web_message": "vmweb"}})
+    hit = again.result("Bake the recipe")
+    assert again.rc == 0 and hit["changed"] is False and "invocation" not in hit, hit
+    assert [o["image"]["digest"] for o in hit["outputs"]] == [outs["container"]["image"]["digest"],
+                                                              outs["vm"]["image"]["digest"]]
