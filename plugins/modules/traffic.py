@@ -104,6 +104,12 @@ options:
         description: Seconds between checks.
         type: float
         default: 0.5
+      timeout:
+        description:
+          - Seconds one check may take before it counts as failed. A slow answer is not a dead server
+            (a VM under TCG can take a second while new VMs boot beside it).
+        type: float
+        default: 2.0
   wait_timeout:
     description: Seconds new servers get to pass the router's health checks.
     type: int
@@ -218,7 +224,7 @@ def main():
             port=dict(type="int"),
             health_check=dict(type="dict", options=dict(
                 path=dict(type="str", default="/healthz"), status=dict(type="int", default=200),
-                interval=dict(type="float", default=0.5))),
+                interval=dict(type="float", default=0.5), timeout=dict(type="float", default=2.0))),
             wait_timeout=dict(type="int", default=30),
             new_endpoint_port=dict(type="int"),
             verify_seconds=dict(type="float", default=0),

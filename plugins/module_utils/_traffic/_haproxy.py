@@ -53,6 +53,13 @@ def check_args(health):
         inter, min(inter, 100), int(health.get("fall", 2)), int(health.get("rise", 1)))
 
 
+def check_timeout(health):
+    """How long one check may take, in ms: the health check's own timeout. Without
+    `timeout check` haproxy gives a check only `inter`, so a server that is merely
+    slow for a moment (a busy VM under TCG) would be marked DOWN at 200 ms."""
+    return int(health.get("timeout_ms") or max(2000, int(health.get("interval_ms", 500))))
+
+
 def check_passed(row):
     """UP in a `show stat` row, after at least one completed check (a new server shows UP before any)."""
     return row.get("status", "").startswith("UP") and row.get("check_status", "").lstrip("* ") not in ("INI", "")
@@ -121,6 +128,7 @@ def render_config(state_dir, routes):
             "    balance roundrobin",
             "    option httpchk GET %s" % hc.get("path", "/healthz"),
             "    http-check expect status %d" % int(hc.get("status", 200)),
+            "    timeout check %dms" % check_timeout(hc),
             "    default-server %s" % check_args(hc),
         ]
         for name in sorted(ep.get("servers", {})):

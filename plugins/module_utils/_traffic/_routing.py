@@ -173,7 +173,8 @@ def _endpoint(router, platform, port, weights, by_group, hc, ep_before):
             servers[inst["name"]] = {"group": g, "address": where[0], "port": int(where[1]),
                                      "weight": router.server_weight(w, len(members))}
     health = {"path": (hc or {}).get("path", "/healthz"), "status": (hc or {}).get("status", 200),
-              "interval_ms": int(float((hc or {}).get("interval", 0.5)) * 1000), "rise": 1, "fall": 2}
+              "interval_ms": int(float((hc or {}).get("interval", 0.5)) * 1000),
+              "timeout_ms": int(float((hc or {}).get("timeout", 2.0)) * 1000), "rise": 1, "fall": 2}
     if ep_before is not None and not hc:
         health = ep_before.get("health", health)
     return {"port": int(port), "address": router.listen_address, "groups": weights, "servers": servers, "health": health,
