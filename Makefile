@@ -7,7 +7,7 @@ export CONTAINERS_CONF := $(TOP)/.cache/containers/containers.conf
 export CONTAINERS_REGISTRIES_CONF := $(TOP)/.cache/containers/registries.conf
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule bench bench-release registry-stop
+.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule bench bench-release bench-vm registry-stop libvirt-stop
 
 setup:
 	@scripts/setup.sh
@@ -26,8 +26,14 @@ test-unit test-sanity test-lint test-packer test-integration test-vm test-molecu
 bench: setup
 	python3 bench/bake.py $(ARGS)
 
+bench-vm: setup
+	python3 bench/vm.py $(ARGS)
+
 bench-release: setup
 	python3 bench/release.py $(ARGS)
 
 registry-stop: setup
 	ansible-playbook playbooks/registry.yml -e registry_state=stopped
+
+libvirt-stop: setup
+	ansible-playbook playbooks/libvirt.yml -e libvirt_state=stopped

@@ -26,10 +26,14 @@ options:
       - Options of the chosen O(platform). An option the platform does not know is an error naming it.
       - "C(podman): C(podman) (the podman executable, default C(podman)), C(validate_certs) (pull over TLS with
         verification; M(immutable.infra.server_group) defaults it to the registry's TLS setting)."
-      - "C(libvirt): C(uri) (the libvirt connection URI), C(state_dir) (where overlays and the project's libvirtd
-        state live), C(cache_dir) (the local cache of VM image disks), C(memory) (MiB per instance), C(vcpus),
-        C(accelerator) (C(kvm) or C(tcg); detected when not given), C(validate_certs) (fetch VM images over TLS
-        with verification; M(immutable.infra.server_group) defaults it to the registry's TLS setting)."
+      - "C(libvirt): C(uri) (the libvirt connection URI; default C(qemu:///system) as root, which the project
+        starts libvirtd and virtlogd for when nothing answers, else C(qemu:///session)), C(state_dir) (instance
+        overlays and console logs; default C(${XDG_STATE_HOME:-~/.local/state}/immutable-infra/libvirt); the
+        daemons' own state is in C(/run/immutable-infra/libvirt)), C(cache_dir) (the local read-only cache of VM
+        image disks; default C(${XDG_CACHE_HOME:-~/.cache}/immutable-infra/vm-images)), C(memory) (MiB per
+        instance, default C(512)), C(vcpus) (default C(2)), C(accelerator) (C(auto), the default, uses KVM only
+        where a probe guest really runs under it, else TCG; or C(kvm), C(tcg)), C(validate_certs) (fetch VM images
+        over TLS with verification; M(immutable.infra.server_group) defaults it to the registry's TLS setting)."
     type: dict
     default: {}
 """
