@@ -148,14 +148,19 @@ def recipe_sources(templates):
 
 def select_sources(sources, only, recipe_dir):
     """The sources a bake builds: `only` names sources ("docker.container", also
-    with the build's name in front) or formats ("container", "vm"); empty = all.
+    with the build's name in front) or formats ("container", "vm"). Empty means
+    the container source, or every source when the recipe has none: a recipe
+    that gains a VM source does not make every existing bake boot VMs.
     At most one source per format (each format is one image version)."""
-    picked = []
-    for item in only or list(dict.fromkeys(SOURCE_FORMATS.values())):
+    picked, explicit = [], bool(only)
+    if not only:
+        only = [s for s in sources if SOURCE_FORMATS.get(s.split(".", 1)[0]) == "container"] \
+            or list(dict.fromkeys(SOURCE_FORMATS.values()))
+    for item in only:
         item = str(item)
         if item in SOURCE_FORMATS.values():
             match = [s for s in sources if SOURCE_FORMATS.get(s.split(".", 1)[0]) == item]
-            if not match and only:
+            if not match and explicit:
                 raise ImmutableInfraError("recipe %s has no %s source (its sources: %s)"
                                           % (recipe_dir, item, ", ".join(sources) or "none"))
         else:

@@ -99,7 +99,9 @@ options:
   only:
     description:
       - Bake only these sources of the recipe - by source name (C(docker.container), C(qemu.vm)) or by format
-        (C(container), C(vm)). Empty bakes every source of the recipe.
+        (C(container), C(vm)); C([container, vm]) bakes both.
+      - Empty bakes the recipe's container source (every source when it has none), so a recipe that gains a
+        C(qemu) source does not make existing bakes boot VMs.
     type: list
     elements: str
     default: []

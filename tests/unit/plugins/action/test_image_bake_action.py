@@ -79,6 +79,7 @@ def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatc
 def test_each_source_is_its_own_version_and_a_hit_needs_them_all(recipe, monkeypatch):
     container, vm = fp_of(recipe, "docker.container"), fp_of(recipe, "qemu.vm", VM_PARENT)
     assert container != vm
+    recipe = dict(recipe, only=["container", "vm"])
     monkeypatch.setattr(FakeCatalog, "holds", (container,))
     assert catalog_hit(recipe) is None                       # both: the VM is missing, the module bakes it
     assert catalog_hit(dict(recipe, only=["qemu.vm"])) is None

@@ -183,7 +183,9 @@ def test_recipe_sources_and_selection(tmp_path):
     sources = packer.recipe_sources([str(tmp_path / "sources.pkr.hcl")])
     assert sources == ["docker.container", "qemu.vm", "null.other"]
     two = sources[:2]
-    assert packer.select_sources(two, [], "r") == ["docker.container", "qemu.vm"]
+    assert packer.select_sources(two, [], "r") == ["docker.container"]      # empty: the container, as before
+    assert packer.select_sources(["qemu.vm"], [], "r") == ["qemu.vm"]        # ... or every source without one
+    assert packer.select_sources(two, ["container", "vm"], "r") == ["docker.container", "qemu.vm"]
     assert packer.select_sources(two, ["vm"], "r") == ["qemu.vm"]
     assert packer.select_sources(two, ["web.qemu.vm", "container"], "r") == ["qemu.vm", "docker.container"]
     assert [packer.source_format(s) for s in two] == ["container", "vm"]
