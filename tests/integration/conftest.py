@@ -3,6 +3,7 @@ the project's registry on a free loopback port, and helpers that run real
 ansible-playbook and return each task's result."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -198,7 +199,25 @@ def apps(ansible, registry, env):
                               capture_output=True, text=True, check=False)
         if proc.stdout.split():
             subprocess.run(["podman", "rm", "-f", "-t", "0"] + proc.stdout.split(), capture_output=True, check=False)
+        remove_domains(app, env["HOME"])
     ansible.task("immutable.infra.router", {"state": "stopped"})
+
+
+LIBVIRT_URI = "qemu:///system"
+
+
+def remove_domains(app, home):
+    """Remove the libvirt domains of an app (a failed VM test leaves them running)
+    and their overlays under the session's HOME. Only when libvirt already runs."""
+    if not os.path.exists("/run/libvirt/libvirt-sock") or not shutil.which("virsh"):
+        return
+    out = subprocess.run(["virsh", "-c", LIBVIRT_URI, "list", "--all", "--name"],
+                         capture_output=True, text=True, check=False).stdout
+    for dom in [d for d in out.split() if d.startswith(app + "-")]:
+        subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", dom], capture_output=True, check=False)
+        subprocess.run(["virsh", "-c", LIBVIRT_URI, "undefine", dom], capture_output=True, check=False)
+        for leftover in glob.glob(os.path.join(home, ".local", "state", "immutable-infra", "libvirt", dom + ".*")):
+            os.unlink(leftover)
 
 
 def release_vars(registry, app, image, port=None, **kw):
