@@ -556,6 +556,21 @@ def platform_groups(ansible, app, platform="podman", platform_options=None, stac
     return {g["name"]: sorted(i["name"] for i in g["instances"]) for g in res["groups"]}
 
 
+def fleet_groups(ansible, workdir, app, platform="podman", platform_options=None):
+    """{inventory group: [hosts]} of an app as the fleet inventory plugin lists it on the platform."""
+    path = os.path.join(tempfile.mkdtemp(prefix="fleet-", dir=workdir), "fleet.yml")
+    with open(path, "w") as f:
+        json.dump({"plugin": "immutable.infra.fleet", "platform": platform, "platform_options": platform_options or {},
+                   "filters": {"app": app}, "router_state_file": os.path.join(
+                       ansible.env["IMMUTABLE_INFRA_STATE_DIR"], "router", "routes.json")}, f)
+    proc = subprocess.run(["ansible-inventory", "-i", path, "--list"], env=dict(
+        ansible.env, ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="1"), cwd=TOP, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    return {g: sorted(v.get("hosts", [])) for g, v in doc.items() if g != "_meta"}
+
+
 def platform_scenario(ansible, registry, workdir, app, versions, platform="podman", platform_options=None, **release):
     """The scenario every real platform passes, through the playbooks and the platform-neutral
     modules only. versions = [(image, its /version message), (image, message)]: release the first;
@@ -582,6 +597,9 @@ def platform_scenario(ansible, registry, workdir, app, versions, platform="podma
     assert endpoint_version(port)["message"] == msg2
     groups = platform_groups(ansible, app, platform, platform_options)
     assert sorted(groups) == [v1, v2] and all(groups.values()), groups
+    inv = fleet_groups(ansible, workdir, app, platform, platform_options)
+    assert inv.get("group_%s_prod_v001" % app) == groups[v1] and inv.get("group_%s_prod_v002" % app) == groups[v2], inv
+    assert inv.get("traffic_enabled") == groups[v2] and inv.get("traffic_disabled") == groups[v1], inv
     ep = traffic(ansible, app)
     assert ep["enabled"] == [v2] and ep["groups"][v1]["weight"] == 0 and ep["groups"][v1]["healthy"] == len(groups[v1])
     with Load(workdir, "http://127.0.0.1:%d/version" % port) as load:
