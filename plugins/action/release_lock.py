@@ -15,6 +15,8 @@ from ansible_collections.immutable.infra.plugins.module_utils import _lease
 from ansible_collections.immutable.infra.plugins.module_utils._module import router_dir
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import check_platform
 
 
 class ActionModule(ActionBase):
@@ -39,6 +41,11 @@ class ActionModule(ActionBase):
                                       "orphan_timeout=%r" % (p["ttl"], p["orphan_timeout"]))
         if p["force"] and p["state"] != "absent":
             raise ImmutableInfraError("force breaks a lease: use it with state=absent, not state=%s" % p["state"])
+        if p["platform"] and p["state"] == "present" and not p["force"]:
+            # Before anything is made: a run on another platform than the app/stack's would not see its groups.
+            routes = Router(router_dir(p)).load_routes()
+            check_platform("%s/%s" % (p["app"], p["stack"]), routes["endpoints"].get("%s/%s" % (p["app"], p["stack"])),
+                           p["platform"])
         store = _lease.FileLeaseStore(os.path.join(router_dir(p), "leases"))
         key = "%s-%s" % (p["app"], p["stack"])
         leases = _lease.Leases(store)

@@ -38,6 +38,7 @@ LOCK_ARGS = dict(
     orphan_timeout=dict(type="int", default=DEFAULT_ORPHAN_WAIT),
     force=dict(type="bool", default=False),
     reason=dict(type="str"),
+    platform=dict(type="str"),
 )
 
 

@@ -72,6 +72,12 @@ options:
   reason:
     description: Why the lease is broken; required with O(force=true) and written to the lease log.
     type: str
+  platform:
+    description:
+      - The platform this run drives (see M(immutable.infra.server_group)). When given with O(state=present), a
+        lease is refused, before anything is made, if the app/stack's router endpoint runs on another platform
+        (its groups would not be seen there, and the router would drop them).
+    type: str
 """
 
 EXAMPLES = r"""

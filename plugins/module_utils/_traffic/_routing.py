@@ -51,9 +51,29 @@ def endpoint_report(router, app, stack):
         g["errors"] += sum(srv[f] for f in ERROR_FIELDS)
     backend = live["total"]
     enabled = sorted(n for n, g in groups.items() if g["weight"] > 0)
-    return {"app": app, "stack": stack, "endpoint": _url(ep),
+    return {"app": app, "stack": stack, "endpoint": _url(ep), "platform": endpoint_platform(ep),
             "port": ep["port"], "groups": groups, "enabled": enabled, "backend": backend,
             "history": ep.get("history", [])}
+
+
+# Endpoints recorded before the platform was recorded all ran on podman.
+LEGACY_PLATFORM = "podman"
+
+
+def endpoint_platform(ep):
+    """The platform an endpoint's groups run on, or None for no endpoint."""
+    return None if ep is None else ep.get("platform") or LEGACY_PLATFORM
+
+
+def check_platform(key, ep, platform_name):
+    """Refuse to drive an endpoint's groups through another platform than the one they run on:
+    its groups would look absent there, and the router would drop them (and the warm group)."""
+    on = endpoint_platform(ep)
+    if on is not None and platform_name and on != platform_name:
+        raise ImmutableInfraError(
+            "%s runs on the %s platform, not %s: give platform=%s (one app/stack lives on one platform; "
+            "release to another stack to run it on %s)" % (key, on, platform_name, on, platform_name),
+            endpoint_platform=on)
 
 
 def _url(ep):
@@ -77,6 +97,7 @@ def apply(router, platform, params, check_mode=False):
     key = "%s/%s" % (app, stack)
     routes = router.load_routes()
     ep_before = routes["endpoints"].get(key)
+    check_platform(key, ep_before, platform.name)
     if params["state"] == "absent":
         return _remove_endpoint(router, routes, key, check_mode)
 
@@ -178,7 +199,7 @@ def _endpoint(router, platform, port, weights, by_group, hc, ep_before):
     if ep_before is not None and not hc:
         health = ep_before.get("health", health)
     return {"port": int(port), "address": router.listen_address, "groups": weights, "servers": servers, "health": health,
-            "history": list((ep_before or {}).get("history", []))}
+            "history": list((ep_before or {}).get("history", [])), "platform": platform.name}
 
 
 def _remove_endpoint(router, routes, key, check_mode):

@@ -210,3 +210,13 @@ def test_platform_from_names_a_bad_platform_or_option(given, words):
     with pytest.raises(ImmutableInfraError) as exc:
         platform_from(given, validate_certs=True)
     assert words in exc.value.msg
+
+
+def test_an_endpoint_is_driven_only_through_the_platform_it_runs_on():
+    from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import check_platform
+    check_platform("web/prod", None, "libvirt")                            # no endpoint yet: any platform
+    check_platform("web/prod", {"platform": "libvirt"}, "libvirt")
+    with pytest.raises(ImmutableInfraError, match="runs on the podman platform, not libvirt: give platform=podman"):
+        check_platform("web/prod", {"groups": {}}, "libvirt")              # recorded before platforms: podman
+    with pytest.raises(ImmutableInfraError, match="web/acme runs on the libvirt platform, not podman"):
+        check_platform("web/acme", {"platform": "libvirt"}, "podman")
