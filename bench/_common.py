@@ -309,6 +309,16 @@ def restore_storage(runner, before, prefix, digests, created_ids=None):
     return notes
 
 
+def stop_and_restore(runner, registry, images_before, digests=(), created_ids=None):
+    """Stop the bench's registry, then undo what the run did to podman storage
+    (see restore_storage); what could not be undone is logged."""
+    registry.stop()
+    if images_before is not None:
+        prefix = "%s/" % registry.address if registry.port else "//"
+        for note in restore_storage(runner, images_before, prefix, set(digests), created_ids):
+            log("cleanup: " + note)
+
+
 def remove_containers(runner, names):
     """Remove these containers (by name) if they exist."""
     names = sorted(names)

@@ -39,7 +39,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (TOP, BenchError, catch_sigterm, cli, environment, failed_task, fmt, ignore_signals,  # noqa: E402
                      log, play_doc, podman_images, pull_by_digest, remove_containers, require_collection,
-                     restore_signals, restore_storage, setup, summary, tail, write_results)
+                     restore_signals, setup, stop_and_restore, summary, tail, write_results)
 
 BASE_NAME = "immutable/base"
 DEFAULT_BASE_REPOS = ("127.0.0.1:5000/" + BASE_NAME, "localhost:5000/" + BASE_NAME)
@@ -303,11 +303,7 @@ def main(argv=None):
                 with open(os.path.join(logs, fn), errors="replace") as f:
                     names.update(re.findall(r"immutable-bake-[a-z0-9-]+-[0-9a-f]{12}", f.read()))
             remove_containers(runner, names)
-            registry.stop()
-            if images_before is not None:
-                for note in restore_storage(runner, images_before, "%s/" % registry.address if registry.port else "//",
-                                            digests, runner.created_ids):
-                    log("cleanup: " + note)
+            stop_and_restore(runner, registry, images_before, digests, runner.created_ids)
         finally:
             registry.stop()
             shutil.rmtree(tmp, ignore_errors=True)
