@@ -66,14 +66,15 @@ def bake(runner, reg, fmt_, force):
             "reference": (out.get("image") or {}).get("reference"), "version": (out.get("image") or {}).get("version")}
 
 
-def group_play(fmt_, image, state, reg, stack):
+def group_play(fmt_, reg, stack, **args):
+    """One server_group task on the format's platform: args give image (start one instance
+    and wait until it is healthy) or group and state=absent (remove it)."""
     return [{"name": "Boot one instance", "hosts": "localhost", "gather_facts": False, "tasks": [{
         "name": "Converge the server group",
-        "immutable.infra.server_group": {
-            "app": APP, "stack": stack, "image": image, "count": 1 if state == "present" else 0,
-            "state": state, "platform": PLATFORM[fmt_], "registry": reg,
+        "immutable.infra.server_group": dict({
+            "app": APP, "stack": stack, "count": 1, "platform": PLATFORM[fmt_], "registry": reg,
             "health_check": {"path": "/healthz", "interval": 0.5, "healthy_threshold": 2},
-            "wait_timeout": 600}}]}]
+            "wait_timeout": 600}, **args)}]}]
 
 
 def boot(runner, tmp, reg, fmt_, image, k):
@@ -81,7 +82,7 @@ def boot(runner, tmp, reg, fmt_, image, k):
     stack = "%s%d" % (fmt_[:1], k)
     path = os.path.join(tmp, "boot-%s-%d.yml" % (fmt_, k))
     with open(path, "w") as f:
-        json.dump(group_play(fmt_, image, "present", reg, stack), f)
+        json.dump(group_play(fmt_, reg, stack, image=image), f)
     _s, doc = playbook(runner, path, {}, timeout=900)
     seconds, result = first_task(tasks_of(doc), "Converge the server group")
     if not result.get("created"):
@@ -89,15 +90,16 @@ def boot(runner, tmp, reg, fmt_, image, k):
     return {"seconds": seconds, "stack": stack, "group": (result.get("group") or {}).get("name")}
 
 
+def group_of(stack):
+    """The (only) server group a boot case creates in its own stack."""
+    return "%s-%s-v001" % (APP, stack)
+
+
 def remove_groups(runner, tmp, reg, booted):
     for fmt_, stack in booted:
         path = os.path.join(tmp, "remove-%s-%s.yml" % (fmt_, stack))
-        play = group_play(fmt_, None, "absent", reg, stack)
-        task = play[0]["tasks"][0]["immutable.infra.server_group"]
-        del task["image"]
-        task.update(count=0)
         with open(path, "w") as f:
-            json.dump(play, f)
+            json.dump(group_play(fmt_, reg, stack, group=group_of(stack), state="absent"), f)
         rc, out, err, _s = runner.run(["ansible-playbook", path], timeout=300)
         if rc != 0:
             log("cleanup: removing %s/%s failed: %s" % (APP, stack, failed_task(play_doc(out)) or tail(out, err)))
@@ -180,8 +182,8 @@ def main(argv=None):
                 runs.append(dict(r, case="bake_" + fmt_, round=rnd))
                 note = "%s version %s, packer %.1fs" % (fmt_, r["version"], r["packer_seconds"] or 0)
             else:
+                booted.append((fmt_, "%s%d" % (fmt_[:1], k)))     # removed at the end even if the boot fails
                 r = boot(runner, tmp, reg, fmt_, images[fmt_], k)
-                booted.append((fmt_, r["stack"]))
                 runs.append(dict(r, case="boot_" + fmt_, round=rnd))
                 note = "%s group %s healthy" % (PLATFORM[fmt_], r["group"])
                 remove_groups(runner, tmp, reg, [booted.pop()])
