@@ -151,7 +151,11 @@ def test_a_bad_platform_is_named_and_changes_nothing(ansible, registry, release_
     before, ep = instance_names(app), traffic(ansible, app)
     run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", platform_options={"uri": "qemu:///x"}))
     assert run.rc != 0 and "platform podman has no option(s) uri" in run.result("Fail with the reason")["msg"]
+    # The app runs on podman: another platform is refused by the lock, before anything is made.
     run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", release_platform="aws"))
-    assert run.rc != 0 and "aws" in run.result("Fail with the reason")["msg"]
+    assert run.rc != 0 and "runs on the podman platform, not aws" in run.result("Take the release lock of %s/prod" % app)["msg"]
+    # A new app/stack on a platform that does not exist: named by the server group task.
+    run = ansible.playbook(RELEASE, release_vars(registry, apps(), "relweb:2", free_port(), release_platform="aws"))
+    assert run.rc != 0 and "platform must be one of: libvirt, podman, got: aws" in run.result("Fail with the reason")["msg"]
     assert instance_names(app) == before and traffic(ansible, app)["groups"].keys() == ep["groups"].keys()
     assert endpoint_version(port)["message"] == "r1"
