@@ -77,10 +77,9 @@ def group_play(fmt_, reg, stack, **args):
             "wait_timeout": 600}, **args)}]}]
 
 
-def boot(runner, tmp, reg, fmt_, image, k):
-    """Seconds of the server_group task that starts one instance and waits until it is healthy."""
-    stack = "%s%d" % (fmt_[:1], k)
-    path = os.path.join(tmp, "boot-%s-%d.yml" % (fmt_, k))
+def boot(runner, tmp, reg, fmt_, image, stack):
+    """Seconds of the server_group task that starts one instance in its own stack and waits until it is healthy."""
+    path = os.path.join(tmp, "boot-%s-%s.yml" % (fmt_, stack))
     with open(path, "w") as f:
         json.dump(group_play(fmt_, reg, stack, image=image), f)
     _s, doc = playbook(runner, path, {}, timeout=900)
@@ -182,8 +181,9 @@ def main(argv=None):
                 runs.append(dict(r, case="bake_" + fmt_, round=rnd))
                 note = "%s version %s, packer %.1fs" % (fmt_, r["version"], r["packer_seconds"] or 0)
             else:
-                booted.append((fmt_, "%s%d" % (fmt_[:1], k)))     # removed at the end even if the boot fails
-                r = boot(runner, tmp, reg, fmt_, images[fmt_], k)
+                stack = "%s%d" % (fmt_[:1], k)
+                booted.append((fmt_, stack))     # removed at the end even if the boot fails
+                r = boot(runner, tmp, reg, fmt_, images[fmt_], stack)
                 runs.append(dict(r, case="boot_" + fmt_, round=rnd))
                 note = "%s group %s healthy" % (PLATFORM[fmt_], r["group"])
                 remove_groups(runner, tmp, reg, [booted.pop()])

@@ -408,21 +408,13 @@ def router():
     return FakeRouter()
 
 
-class TestContainerPlatform(RouterConformance):
-    """A podman-shaped platform: container images, the podman default boot time."""
+class TestRouterOnEachPlatformShape(RouterConformance):
+    """The traffic policy over a podman-shaped platform (container images, the podman
+    default boot time) and a libvirt-shaped one (VM images, a longer boot time)."""
 
-    @pytest.fixture
-    def platform(self):
-        p = FakePlatform(name="podman", image_format="container", boot_seconds=60)
-        yield p
-        p.close()
-
-
-class TestVmPlatform(RouterConformance):
-    """A libvirt-shaped platform: VM images, a longer boot time."""
-
-    @pytest.fixture
-    def platform(self):
-        p = FakePlatform(name="libvirt", image_format="vm", boot_seconds=300)
+    @pytest.fixture(params=[("podman", "container", 60), ("libvirt", "vm", 300)], ids=["container", "vm"])
+    def platform(self, request):
+        name, image_format, boot_seconds = request.param
+        p = FakePlatform(name=name, image_format=image_format, boot_seconds=boot_seconds)
         yield p
         p.close()
