@@ -15,6 +15,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
+from ansible_collections.immutable.infra.plugins.module_utils._oci import is_loopback  # noqa: F401 (part of this API)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 LABEL_VERSION = "org.opencontainers.image.version"
@@ -38,12 +39,6 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _NOT_FOUND = ("manifest unknown", "404 (Not Found)", "name unknown", "NAME_UNKNOWN", "MANIFEST_UNKNOWN")
 _UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "network is unreachable", "server gave HTTP response")
-
-
-def is_loopback(registry):
-    """True for registries on this host's loopback (plain HTTP is acceptable there)."""
-    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry[1:].split("]")[0]
-    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def parse_reference(ref, default_registry=None):
@@ -77,10 +72,17 @@ def parse_reference(ref, default_registry=None):
 
 
 def validate_version(version):
+    # _lifecycle imports this module: import it here, when both are loaded.
+    from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import is_record_tag
+
     if not _VERSION_RE.match(str(version)):
         raise ImmutableInfraError(
             "invalid version %r: use letters, digits, '.', '_' or '-' (at most 128, not starting with '.' or '-')" % (version,)
         )
+    if is_record_tag(version):
+        raise ImmutableInfraError(
+            "invalid version %r: tags starting with 'sha256-' or 'channel.' are reserved for lifecycle records "
+            "(test results, revocations, channels)" % (version,))
     return str(version)
 
 
@@ -184,8 +186,11 @@ class Catalog:
         raise ImmutableInfraError("%s failed: %s" % (what, text), cmd=[self.skopeo] + args, rc=rc, stderr=err)
 
     def list_tags(self, name):
+        """The repository's version tags (lifecycle record tags left out)."""
+        from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import is_record_tag
+
         out = self._skopeo(["list-tags", self._tls, "docker://" + self.repository(name)], "listing tags of %s" % name)
-        return [] if out is None else list(json.loads(out).get("Tags") or [])
+        return [] if out is None else [t for t in json.loads(out).get("Tags") or [] if not is_record_tag(t)]
 
     def inspect(self, name, tag_or_digest):
         """Facts of one version (tag or sha256 digest), or None when absent."""

@@ -611,3 +611,40 @@ def platform_scenario(ansible, registry, workdir, app, versions, platform="podma
     step("decommission", DECOMMISSION, {"app": app, "stack": "prod", "decommission_force": True})
     assert platform_groups(ansible, app, platform, platform_options) == {} and traffic(ansible, app) is None
     return took
+
+
+# ---------------------------------------------------------------- lifecycle (issue 8)
+def push_test_image(registry, name, tag, labels=None):
+    """Push a tiny image version (one small layer, `labels` on its config) to the
+    session registry through the registry API, without Packer; return its digest
+    (the registry's manifest digest, as skopeo inspect reports it). The layer and
+    config name the repository and tag, so every (name, tag) gets its own digest."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils._oci import MEDIA_OCI_MANIFEST, RegistryClient
+
+    payload = ("%s:%s %s\n" % (name, tag, uuid.uuid4().hex)).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("version.txt")
+        info.size, info.mtime = len(payload), 0
+        tar.addfile(info, io.BytesIO(payload))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    all_labels = {"org.opencontainers.image.version": str(tag), "org.opencontainers.image.created": created}
+    all_labels.update(labels or {})
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": created,
+        "config": {"Labels": all_labels, "Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+    }, sort_keys=True).encode()
+    client = RegistryClient(registry["address"])
+    return client.put_manifest(name, str(tag), {
+        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+        "config": client.put_blob(name, config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [client.put_blob(name, layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+    })
