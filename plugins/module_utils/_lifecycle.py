@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import (
-    LABEL_CREATED, parse_reference, validate_version, version_facts, version_key)
+    parse_reference, validate_version, version_facts, version_key)
 from ansible_collections.immutable.infra.plugins.module_utils._channel_lock import ChannelLock
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._oci import (

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A small OCI distribution (registry v2 API) client on the standard library.
+"""A small OCI distribution (registry v2 API) client (urllib through ansible's open_url).
 
 Plain HTTP for loopback registries, HTTPS otherwise. Credentials come from the
 containers auth file (the one podman and skopeo use), Basic or Bearer as the
@@ -15,10 +15,10 @@ import hashlib
 import json
 import os
 import re
-import ssl
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
@@ -97,13 +97,12 @@ class RegistryClient:
         self.base = "%s://%s" % ("http" if is_loopback(registry) else "https", registry)
         self.timeout = timeout
         self._auth = {}
-        self._context = None if self.validate_certs else ssl._create_unverified_context()  # pylint: disable=protected-access
 
     # ------------------------------------------------------------ transport
     def _open(self, method, url, data=None, headers=None):
-        req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._context) as resp:
+            with open_url(url, data=data, method=method, headers=dict(headers or {}), timeout=self.timeout,
+                          validate_certs=self.validate_certs, http_agent="immutable.infra") as resp:
                 return _Response(resp.status, resp.headers, resp.read())
         except urllib.error.HTTPError as exc:
             body = exc.read() if method != "HEAD" else b""
