@@ -311,7 +311,8 @@ class Lifecycle:
         found["tag"] = tags[-1]
         return found
 
-    def _no_channel(self, name, channel, index):
+    def unknown_channel(self, name, channel, index):
+        """The ImmutableInfraError (returned) for an unknown channel, naming the existing ones."""
         if not index["versions"] and not index["channels"]:
             return ImmutableInfraError("unknown image repository %r: registry %s has no versions of it" % (name, self.registry))
         return ImmutableInfraError("unknown channel %r of image %s: existing channels: %s" % (
@@ -324,7 +325,7 @@ class Lifecycle:
         revoked target, naming the revocation's reason, who and when."""
         record = self.channel(name, channel)
         if record is None:
-            raise self._no_channel(name, channel, self.index(name))
+            raise self.unknown_channel(name, channel, self.index(name))
         if not record.get("digest"):
             raise ImmutableInfraError("channel %s of image %s points at no version" % (channel, name))
         try:
@@ -338,13 +339,13 @@ class Lifecycle:
                 channel, name, revoked_message(name, facts, revoked)), revocation=revoked)
         return dict(facts, channel=channel, revoked=revoked)
 
-    def latest_good(self, name, channel):
+    def latest_good(self, name, channel, index=None):
         """The newest target in the channel's history (head first) that is not
         revoked and still exists, as version facts (plus "channel"), or None."""
         record = self.channel(name, channel)
-        index = self.index(name)
+        index = index or self.index(name)
         if record is None:
-            raise self._no_channel(name, channel, index)
+            raise self.unknown_channel(name, channel, index)
         for digest in channel_targets(record):
             if digest in index["revoked"]:
                 continue
@@ -361,17 +362,22 @@ class Lifecycle:
         (see out_of_date). describe_all() also returns the channel records."""
         return self.describe_all(name)["versions"]
 
-    def describe_all(self, name):
-        """{"versions": describe(), "channels": {name: record}} from one tags/list."""
-        index = self.index(name)
-        jobs = [("v", t) for t in index["versions"]] + [("c", c) for c in index["channels"]]
-        jobs += [("t", d) for d in index["tested"]] + [("r", d) for d in index["revoked"]]
+    def describe_all(self, name, tags=None, index=None):
+        """{"versions": describe() of `tags` (None: all), "channels": {name: record},
+        "revocations": {digest: record} of those versions and of the channels' heads},
+        from one tags/list and parallel reads of only the records that exist."""
+        index = index or self.index(name)
+        tags = index["versions"] if tags is None else [t for t in index["versions"] if t in set(tags)]
+        jobs = [("v", t) for t in tags] + [("c", c) for c in index["channels"]]
         read = {"v": lambda t: self.facts(name, t, t), "c": lambda c: self.channel(name, c),
                 "t": lambda d: self.test_result(name, d), "r": lambda d: self.revocation(name, d)}
         results = dict(zip(jobs, _pmap(lambda job: read[job[0]](job[1]), jobs, workers=12)))
         channels = {c: results[("c", c)] for c in index["channels"] if results[("c", c)]}
+        versions = [results[("v", t)] for t in tags if results[("v", t)] is not None]
+        digests = {v["digest"] for v in versions} | {r.get("digest") for r in channels.values()}
+        more = [("t", d) for d in index["tested"] if d in digests] + [("r", d) for d in index["revoked"] if d in digests]
+        results.update(zip(more, _pmap(lambda job: read[job[0]](job[1]), more, workers=12)))
         parents = {}
-        versions = [results[("v", t)] for t in index["versions"] if results[("v", t)] is not None]
         for facts in versions:
             digest = facts["digest"]
             facts["channels"] = sorted(c for c, r in channels.items() if r.get("digest") == digest)
@@ -379,7 +385,8 @@ class Lifecycle:
             facts["test"] = results.get(("t", digest))
             facts["parent_channel"] = (facts.get("labels") or {}).get(LABEL_PARENT_CHANNEL)
             facts["out_of_date"] = self.out_of_date(facts, parents) if facts["parent_channel"] else None
-        return {"versions": versions, "channels": channels}
+        revocations = {d: results[("r", d)] for kind, d in more if kind == "r" and results[("r", d)]}
+        return {"versions": versions, "channels": channels, "revocations": revocations}
 
     def _parent_channel(self, facts, cache):
         parts = parse_reference(facts["parent_name"], default_registry=self.registry)

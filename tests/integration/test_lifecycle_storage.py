@@ -156,3 +156,75 @@ def test_revoked_channel_target_and_latest_good(repo, state):
     assert life.latest_good(name, "prod")["tag"] == "2"
     life.revoke(name, d["2"], "also", "sec", cascade_from=d["3"])
     assert life.latest_good(name, "prod")["tag"] == "1"
+
+
+def image_info(ansible, registry, **args):
+    return ansible.task("immutable.infra.image_info", dict(args, registry=registry["address"]))
+
+
+def test_image_info_channels_latest_good_and_filters(ansible, registry, repo, state):
+    life, name, d = repo["life"], repo["name"], repo["digests"]
+    for v in ("1", "2", "3"):
+        life.move_channel(name, "prod", d[v], "a")
+    life.move_channel(name, "dev", d["3"], "a")
+    life.record_test(name, d["2"], {"status": "passed", "summary": {"passed": 1}})
+    life.revoke(name, d["3"], "leaks memory", "sec")
+
+    rc, res = image_info(ansible, registry, name=name)
+    assert rc == 0, res
+    by_tag = {v["tag"]: v for v in res["versions"]}
+    assert list(by_tag) == ["1", "2", "3"]
+    assert by_tag["3"]["channels"] == ["dev", "prod"] and by_tag["3"]["revoked"]["reason"] == "leaks memory"
+    assert by_tag["2"]["test"]["status"] == "passed" and by_tag["2"]["revoked"] is None and by_tag["1"]["test"] is None
+    assert by_tag["1"]["parent_channel"] is None and by_tag["1"]["out_of_date"] is None and res["out_of_date"] == []
+    assert [h["to_version"] for h in res["channels"]["prod"]["history"]] == ["1", "2", "3"]
+    assert res["channels"]["prod"]["revoked"]["by"] == "sec"
+    assert any("channel prod of image %s points at revoked version 3" % name in w for w in res["warnings"]), res
+    assert any("channel dev" in w for w in res["warnings"])
+
+    rc, res = image_info(ansible, registry, name=name, channel="prod")
+    assert rc == 0 and [v["tag"] for v in res["versions"]] == ["3"] and res["channel"]["version"] == "3"
+    rc, res = image_info(ansible, registry, name=name, channel="prod", latest_good=True)
+    assert rc == 0 and [v["tag"] for v in res["versions"]] == ["2"], res       # skips the revoked head
+    rc, res = image_info(ansible, registry, name=name, channel="dev", latest_good=True)
+    assert rc == 0 and res["versions"] == [] and "no version in its history" in " ".join(res["warnings"])
+    rc, res = image_info(ansible, registry, name=name, revoked=False)
+    assert [v["tag"] for v in res["versions"]] == ["1", "2"]
+    rc, res = image_info(ansible, registry, name=name, revoked=True)
+    assert [v["tag"] for v in res["versions"]] == ["3"]
+    rc, res = image_info(ansible, registry, name=name, digest=d["2"])
+    assert [v["tag"] for v in res["versions"]] == ["2"] and res["versions"][0]["channels"] == []
+    rc, res = image_info(ansible, registry, name=name, version="9")
+    assert rc == 0 and res["versions"] == []
+
+    rc, res = image_info(ansible, registry, name=name, channel="production")
+    assert rc != 0 and "unknown channel 'production' of image %s: existing channels: dev, prod" % name in res["msg"]
+    rc, res = image_info(ansible, registry, name="nope-" + name, channel="prod")
+    assert rc != 0 and "unknown image repository 'nope-%s'" % name in res["msg"]
+    rc, res = image_info(ansible, registry, name=name, latest_good=True)
+    assert rc != 0 and "latest_good needs a channel" in res["msg"]
+
+
+def test_image_info_out_of_date_when_the_parent_channel_moves_on(ansible, registry, repo, state):
+    life, parent, d = repo["life"], repo["name"], repo["digests"]
+    life.move_channel(parent, "prod", d["1"], "a")
+    child = "lc-child-%s" % uuid.uuid4().hex[:8]
+    labels = {"org.opencontainers.image.base.digest": d["1"], lc.LABEL_PARENT_CHANNEL: "prod",
+              "org.opencontainers.image.base.name": "%s/%s" % (registry["address"], parent)}
+    push_test_image(registry, child, "1", labels)
+    push_test_image(registry, child, "2", {})                      # no parent channel: never out of date
+    rc, res = image_info(ansible, registry, name=child)
+    assert rc == 0 and res["out_of_date"] == [] and res["versions"][0]["parent_channel"] == "prod"
+
+    life.move_channel(parent, "prod", d["2"], "a")
+    rc, res = image_info(ansible, registry, name=child)
+    assert rc == 0 and [v["tag"] for v in res["out_of_date"]] == ["1"], res
+    assert res["out_of_date"][0]["out_of_date"] == {
+        "parent_name": "%s/%s" % (registry["address"], parent), "parent_channel": "prod", "parent_digest": d["1"],
+        "parent_version": "1", "channel_digest": d["2"], "channel_version": "2", "newer": True}
+    assert res["versions"][1]["out_of_date"] is None
+    assert [c["tag"] for c in life.children(d["1"])] == ["1"] and life.descendants(d["3"]) == []
+
+    life.move_channel(parent, "prod", d["1"], "a", action="rollback")
+    rc, res = image_info(ansible, registry, name=child)
+    assert rc == 0 and res["out_of_date"] == []
