@@ -234,13 +234,18 @@ def _move(lc, p, channel, target, head, action, approved_by, check_mode):
             channel=now, gates=[], concurrent=exc.msg)
 
 
-def _result(name, channel, before, after, results, target, extra=None):
+def _result(name, channel, before, after, results, target, extra=None, head=None):
     changed = (before or {}).get("digest") != (after or {}).get("digest")
     out = {"changed": changed, "channel": after, "before": before,
            "move": (after.get("history") or [None])[-1] if changed else None,
            "gates": results, "target": {k: target.get(k) for k in ("version", "tag", "digest", "reference")},
            "diff": {"before": brief(name, channel, before), "after": brief(name, channel, after)}}
     out.update(extra or {})
+    if changed and (before or {}).get("digest") != head:
+        # Only a new channel can get here (move_channel checks `expect` when there was a head).
+        out["warnings"] = ["channel %s of %s was created by another run while this one decided (it pointed at version %s "
+                           "when this move was written after it); both moves are in its history"
+                           % (channel, name, before.get("version"))]
     return out
 
 
@@ -269,7 +274,7 @@ def promote(lc, p, check_mode=False):
     if message:
         raise ImmutableInfraError(message, channel=before, gates=results)
     before, after = _move(lc, p, channel, target, head, "promote", approved_by, check_mode)
-    return _result(name, channel, before, after, results, target)
+    return _result(name, channel, before, after, results, target, head=head)
 
 
 def rollback(lc, p, check_mode=False):
@@ -306,10 +311,10 @@ def rollback(lc, p, check_mode=False):
                                   % (channel, name, revoked_message(name, target, revocation)), channel=before, gates=results)
     if before.get("digest") == target["digest"]:
         return _result(name, channel, before, before, results, target, {"passed_over": []})
-    before, after = _move(lc, p, channel, target, before.get("digest"), "rollback",
-                          (p.get("approved_by") or "").strip() or None, check_mode)
+    head = before.get("digest")
+    before, after = _move(lc, p, channel, target, head, "rollback", (p.get("approved_by") or "").strip() or None, check_mode)
     return _result(name, channel, before, after, results, target,
-                   {"passed_over": [_version_of(before, d) or d for d in skipped]})
+                   {"passed_over": [_version_of(before, d) or d for d in skipped]}, head=head)
 
 
 def apply(lc, p, check_mode=False):

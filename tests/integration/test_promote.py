@@ -154,14 +154,16 @@ def test_restricted_channel_without_approval_then_with_it(ansible, registry, rep
     assert [e["approved_by"] for e in lc.channel(name, "acme")["history"]] == ["dana"]
 
 
-def test_two_promotions_racing_on_one_channel(ansible, registry, repo, workdir):
+@pytest.mark.parametrize("head", ["3", None], ids=["existing-channel", "new-channel"])
+def test_two_promotions_racing_on_one_channel(ansible, registry, repo, workdir, head):
     """Two ansible-playbook processes move one channel at once: each move either lands in the
     history (serialised, none lost) or is refused naming the concurrent move; never lost."""
     lc = lifecycle(registry)
     name, d = repo
     for v in ("1", "2", "3"):
         passed(lc, name, d[v])
-    lc.move_channel(name, "dev", d["3"], by="it")
+    if head:
+        lc.move_channel(name, "dev", d[head], by="it")
     procs = {}
     for v in ("1", "2"):
         path = os.path.join(workdir, "race-%s.json" % uuid.uuid4().hex[:8])
@@ -174,20 +176,23 @@ def test_two_promotions_racing_on_one_channel(ansible, registry, repo, workdir):
         out = p.communicate(timeout=300)[0]
         outs[v] = (p.returncode, out)
     history = lc.channel(name, "dev")["history"]
+    ours = history[1:] if head else history
     winners = [v for v, (rc, _out) in outs.items() if rc == 0]
     assert winners, outs
     assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
-    assert len(history) == 1 + len(winners), (history, outs)       # one entry per successful run, none lost
+    assert len(ours) == len(winners), (history, outs)       # one entry per successful run, none lost
     assert all(e["from"] == p["to"] for p, e in zip(history, history[1:]))
     for v in ("1", "2"):
         rc, out = outs[v]
         if rc == 0:
-            assert d[v] in [e["to"] for e in history[1:]], (v, out)
+            assert d[v] in [e["to"] for e in ours], (v, out)
         else:
             assert "moved while this promotion was decided" in out and "re-run" in out, out
     assert lc.channel(name, "dev")["digest"] == history[-1]["to"]
-    print("race: %s succeeded, history %s; refused: %s" % (winners, [e["to_version"] for e in history], [
-        line for v, (rc, out) in outs.items() if rc for line in out.splitlines() if "moved while" in line]))
+    print("race (%s): %s succeeded, history %s; said: %s" % (
+        "head %s" % head if head else "new channel", winners, [e["to_version"] for e in history],
+        [line.strip()[:160] for _rc, out in outs.values() for line in out.splitlines()
+         if "moved while" in line or "created by another run" in line]))
 
 
 def test_bad_inputs_are_named_and_change_nothing(ansible, registry, repo):
