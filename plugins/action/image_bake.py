@@ -13,7 +13,9 @@ the log file, creates its directory and says where to follow the bake before
 Packer starts. And when the module would run here anyway (a local
 connection), it looks the inputs up in the catalog first: a version with the
 same fingerprint is returned unchanged without starting a module process,
-which is most of a no-op bake's time. Anything else goes to the module.
+which is most of a no-op bake's time, and a revoked parent is refused.
+Anything else goes to the module (which refuses a revoked parent too,
+before Packer runs).
 """
 
 from __future__ import annotations
@@ -78,8 +80,12 @@ def catalog_hit(args):
             if action != "exists":
                 return None
             out.update(changed=False, image=found)
-    except (ImmutableInfraError, TypeError, ValueError, KeyError):
-        return None  # the module reports it, with its own message
+    except ImmutableInfraError as exc:
+        if exc.details.get("revocation"):
+            raise       # a revoked parent: refused here, before any module or Packer starts
+        return None     # the module reports it, with its own message
+    except (TypeError, ValueError, KeyError):
+        return None
     return summary(inputs["recipe"], outputs)
 
 
@@ -109,7 +115,10 @@ class ActionModule(ActionBase):
         args.setdefault("collection_version", collection_version())
         if "recipe" in args and self._runs_here():
             started = time.monotonic()
-            hit = catalog_hit(args)
+            try:
+                hit = catalog_hit(args)
+            except ImmutableInfraError as exc:
+                return dict(result, failed=True, changed=False, **exc.result())
             if hit is not None:
                 return dict(result, duration=round(time.monotonic() - started, 3), **hit)
         if args.get("log_file") and not self._task.check_mode:

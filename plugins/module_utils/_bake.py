@@ -24,6 +24,7 @@ import uuid
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake_locks import BakeLocks
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import LABEL_PARENT_CHANNEL, Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
 from ansible_collections.immutable.infra.plugins.module_utils._packer import (
     Packer,
@@ -35,6 +36,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._packer import (
     source_format,
     vm_artifacts,
 )
+from ansible_collections.immutable.infra.plugins.module_utils._revocation import usable_image
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 # The provisioner's output is both the operator's log and what failures are
@@ -63,7 +65,7 @@ def source_revision(path):
     return rev + ("-dirty" if rc == 0 and out.strip() else "")
 
 
-def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None):
+def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None, parent_channel=None):
     labels = {
         catalog_mod.LABEL_VERSION: str(version),
         catalog_mod.LABEL_CREATED: now_rfc3339(),
@@ -76,6 +78,8 @@ def image_labels(version, recipe, fp, parent=None, revision=None, bake_id=None):
     if parent:
         labels[catalog_mod.LABEL_BASE_DIGEST] = parent["digest"]
         labels[catalog_mod.LABEL_BASE_NAME] = parent["repository"]
+    if parent and parent_channel:
+        labels[LABEL_PARENT_CHANNEL] = parent_channel
     return labels
 
 
@@ -181,6 +185,25 @@ def vm_parent_reference(params):
     return "%s/%s-vm" % (parts["registry"], parts["name"])
 
 
+def parent_resolver(catalog, params):
+    """resolve(reference) -> the parent version of a bake: the reference in the catalog, or with
+    `parent_channel` that channel's target in the repository the reference names. A revoked
+    parent is refused, naming the revocation, before anything is baked (also a bake the catalog
+    already holds: its inputs include a version that must not be used)."""
+    def lifecycle_for(registry):
+        return Lifecycle(registry, params.get("validate_certs") if registry == catalog.registry else None)
+    return usable_image(catalog.resolve, lifecycle_for, catalog.registry, params.get("parent_channel"),
+                        doing="cannot bake on")
+
+
+def parent_input(parent, channel):
+    """The parent as an input of the fingerprint: its digest, and the channel it was resolved
+    from (recorded as a label, so a version baked from a channel differs from one pinned by digest)."""
+    if not parent:
+        return None
+    return parent["digest"] + (" channel=%s" % channel if channel else "")
+
+
 def recipe_inputs(params):
     """What a recipe bake is made of: the recipe directory, var files, catalog
     and one output per selected source - its format, repository (<name>, or
@@ -193,28 +216,33 @@ def recipe_inputs(params):
     sources = select_sources(recipe_sources(templates), params.get("only"), recipe_dir)
     # No separate ping: the first registry call names an unreachable registry.
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
+    channel = params.get("parent_channel")
+    if channel and not params.get("parent"):
+        raise ImmutableInfraError("parent_channel %s needs parent: the repository whose channel it is "
+                                  "(for example immutable/base)" % channel)
+    resolve_parent = parent_resolver(catalog, params)
     outputs = []
     for source in sources:
         fmt = source_format(source)
         ref = params.get("parent") if fmt == "container" else vm_parent_reference(params)
-        parent = catalog.resolve(ref) if ref else None
+        parent = resolve_parent(ref) if ref else None
         if fmt == "vm" and parent is None:
             raise ImmutableInfraError("the VM source %s of recipe %s needs a parent VM image: give parent (its -vm "
                                       "repository is used) or vm_parent" % (source, recipe_dir))
         if fmt == "vm":
             _vm_image.vm_facts(parent, ref)
-        fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent and parent["digest"],
+        fp = fingerprint(recipe_dir, var_files, params.get("variables"), parent_input(parent, channel),
                          params.get("collection_version"), list(params.get("fingerprint_paths") or []), [source])
         outputs.append({"source": source, "format": fmt, "name": name if fmt == "container" else name + "-vm",
-                        "parent": parent, "fingerprint": fp})
+                        "parent": parent, "fingerprint": fp, "parent_channel": channel if parent else None})
     return {"recipe": recipe_dir, "var_files": var_files, "catalog": catalog, "outputs": outputs}
 
 
 def summary(recipe_dir, outputs):
     """The module's result: the first output's facts at the top (a one-source
     bake reads as it always did), every output under `outputs`."""
-    keys = ("source", "format", "name", "fingerprint", "parent", "image", "version", "changed")
-    result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "name", "image", "format", "source")}
+    keys = ("source", "format", "name", "fingerprint", "parent", "parent_channel", "image", "version", "changed")
+    result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "parent_channel", "name", "image", "format", "source")}
     result.update(recipe=recipe_dir, changed=any(o.get("changed") for o in outputs),
                   outputs=[{k: o[k] for k in keys if k in o} for o in outputs])
     return result
@@ -289,7 +317,8 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
     label check (container) or packaging (VM), then publish. Fills `out`."""
     recipe_dir, name, parent, fp, version = inputs["recipe"], out["name"], out["parent"], out["fingerprint"], out["version"]
     bake_id = uuid.uuid4().hex[:12]
-    labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id)
+    labels = image_labels(version, name, fp, parent, params.get("revision") or source_revision(recipe_dir), bake_id,
+                          out.get("parent_channel"))
     out["labels"] = labels
     contract_vars = {
         "image_version": version,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import LABEL_CHANNEL
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import IMAGE_FORMATS
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
@@ -155,13 +156,16 @@ def groups_of(instances):
     return out
 
 
-def summary(name, instances):
+def summary(name, instances, channel=None):
+    """A group as the module returns it. Its channel is the one its instances were labelled with
+    (released by channel), else `channel` (what this task resolved to the digest the group runs)."""
     first = instances[0] if instances else {}
     return {
         "name": name,
         "app": first.get("app"), "stack": first.get("stack"), "sequence": first.get("sequence"),
         "image": first.get("image"), "image_digest": first.get("image_digest"),
         "image_version": first.get("image_version"),
+        "channel": (first.get("labels") or {}).get(LABEL_CHANNEL) or channel,
         "instances": [{k: i[k] for k in ("name", "zone", "state", "endpoint", "host_port", "instance_id")}
                       for i in instances],
     }
@@ -258,10 +262,14 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
     specs = [{"app": app, "stack": stack, "group": target, "sequence": seq, "image": image["reference"],
               "image_digest": image["digest"], "image_version": image.get("version") or "", "zone": z,
               "port": port, "extra_ports": [hc["port"]] if hc["port"] != port else [],
+              "labels": {LABEL_CHANNEL: image["channel"]} if image.get("channel") else {},
               "env": params.get("env") or {}} for z in zones_new]
     if check_mode:
         planned = {"name": target, "instances": len(keep) + len(specs), "image": image["reference"]}
-        result.update(group=summary(target, keep), would_create=len(specs), groups=_names_after(groups, target, seq),
+        if image.get("channel"):
+            planned["channel"] = image["channel"]
+        result.update(group=summary(target, keep, image.get("channel")), would_create=len(specs),
+                      groups=_names_after(groups, target, seq),
                       diff={"before": before, "after": planned})
         return result
     try:
@@ -278,6 +286,6 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
         # Say which group failed, so that the caller can remove it.
         exc.details.setdefault("group", {"name": target, "sequence": seq, "image": image["reference"]})
         raise
-    result.update(group=summary(target, now), health_check=hc, groups=_names_after(groups, target, seq),
+    result.update(group=summary(target, now, image.get("channel")), health_check=hc, groups=_names_after(groups, target, seq),
                   diff={"before": before, "after": summary(target, now)})
     return result

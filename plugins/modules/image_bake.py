@@ -30,6 +30,13 @@ description:
     C(/boot/initrd.img)) labelled C(infra.immutable.format=vm) and C(infra.immutable.kernel-args), plus the
     C(custom_data) of the recipe''s C(manifest) post-processor (for example C(infra.immutable.port)).'
   - A failed bake returns Packer's error lines and tags or pushes nothing.
+  - A revoked parent version (see M(immutable.infra.image_revoke)) is refused before Packer runs, naming the version,
+    the reason, who revoked it and when - also when the catalog already holds a version of these inputs.
+  - 'Ancestry: every version records its parent by digest (C(org.opencontainers.image.base.digest)). With
+    O(parent_channel) the parent is the version that channel of the O(parent) repository points at, and the version
+    is labelled C(infra.immutable.parent-channel): M(immutable.infra.image_info) then reports it out of date once the
+    channel moves on, and C(playbooks/rebake_children.yml) bakes it again. Bake once still holds - the new parent is a
+    new input.'
   - Runs on the controller (or wherever Packer runs); use C(delegate_to) or a C(localhost) play.
   - Bakes started together on one host are safe. A bake of inputs another bake is baking waits for it and returns
     its version unchanged; bakes of different inputs each reserve their own version. The locks are C(flock) files
@@ -79,6 +86,15 @@ options:
         with or without a registry prefix. Resolved to a digest before the bake and passed as C(parent_image).
       - For a VM source the parent is its C(-vm) repository (C(immutable/base) -> C(immutable/base-vm), its newest
         version) unless O(vm_parent) is given.
+    type: str
+  parent_channel:
+    description:
+      - Bake on the version this channel of the O(parent) repository points at (for example C(production)); O(parent)
+        then names the repository only (C(immutable/base)). The recipe's VM source takes the same channel of its
+        C(-vm) parent repository.
+      - The channel is an input of the fingerprint (with the digest it resolves to) and is recorded on the baked
+        versions as the label C(infra.immutable.parent-channel).
+      - A channel pointing at a revoked version is refused.
     type: str
   vm_parent:
     description:
@@ -168,6 +184,12 @@ EXAMPLES = r"""
     parent: immutable/base
     only: [qemu.vm]
 
+- name: Bake web on whatever base version the production channel points at (rebaked when it moves)
+  immutable.infra.image_bake:
+    recipe: web
+    parent: immutable/base
+    parent_channel: production
+
 - name: Bake a recipe kept in your own repository, as version 2024.06.1
   immutable.infra.image_bake:
     recipe: "{{ playbook_dir }}/../packer/api"
@@ -204,8 +226,8 @@ format:
 outputs:
   description:
     - One entry per selected source, in the recipe's order (the top-level keys describe the first) -
-      C(source), C(format), C(name) (its repository), C(fingerprint), C(parent), C(image), C(changed), and
-      C(version) when it was or would be baked.
+      C(source), C(format), C(name) (its repository), C(fingerprint), C(parent), C(parent_channel), C(image),
+      C(changed), and C(version) when it was or would be baked.
   returned: always
   type: list
   elements: dict
@@ -227,6 +249,11 @@ parent:
   returned: always
   type: dict
   sample: {digest: "sha256:2ec5...", reference: "127.0.0.1:5000/immutable/base@sha256:2ec5..."}
+parent_channel:
+  description: The channel of the parent repository the parent was resolved from (O(parent_channel)), or null.
+  returned: always
+  type: str
+  sample: production
 duration:
   description: Seconds the task took.
   returned: always
@@ -267,6 +294,7 @@ def main():
         recipe=dict(type="str", required=True),
         name=dict(type="str"),
         parent=dict(type="str"),
+        parent_channel=dict(type="str"),
         vm_parent=dict(type="str"),
         version=dict(type="str"),
         var_files=dict(type="list", elements="path", default=[]),

@@ -19,6 +19,11 @@ description:
   - Instances are never changed in place. Dead instances are replaced, surplus ones removed.
   - The task waits until every instance answered its health check O(health_check.healthy_threshold)
     times in a row.
+  - A revoked image version (see M(immutable.infra.image_revoke)) is refused before anything starts, naming the
+    version, the reason, who revoked it and when - also when a group already runs it. Removing a group never is.
+  - With O(channel), O(image) names the repository and the channel chooses the version (resolved by digest in the
+    registry); a channel pointing at a revoked version is refused, naming the revocation. The instances are labelled
+    C(infra.immutable.channel) and the group reports the channel and the digest.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -39,6 +44,13 @@ options:
       - The image version, as in the catalog - C(web) (newest version), C(web:2), or a full reference
         pinned by digest C(127.0.0.1:5000/web@sha256:...). Resolved to a digest in the registry.
       - Required to create a group.
+      - With O(channel), the repository only (C(web) or C(127.0.0.1:5000/web)).
+    type: str
+  channel:
+    description:
+      - Release the version this channel of the O(image) repository points at (for example C(production)), as
+        moved by M(immutable.infra.image_channel). Resolved to a digest when the task runs; the same target again
+        returns the group that already runs it, unchanged.
     type: str
   group:
     description: An existing group by name, for example to remove it or to repair its instance count.
@@ -140,7 +152,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 group:
-  description: The server group after the task.
+  description:
+    - The server group after the task - its name, identity, image (pinned by digest, with C(image_digest) and
+      C(image_version)), C(channel) (the channel it was released from, null when released by version) and instances.
   returned: always
   type: dict
   sample:
@@ -151,6 +165,7 @@ group:
     image: 127.0.0.1:5000/web@sha256:ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d
     image_digest: sha256:ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d
     image_version: "2"
+    channel: production
     instances:
       - {name: web-prod-v002-1a2b3c, zone: zone-a, state: running, endpoint: "http://127.0.0.1:40123",
          host_port: 40123, instance_id: web-prod-v002-1a2b3c}
@@ -200,8 +215,10 @@ health:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
+from ansible_collections.immutable.infra.plugins.module_utils._revocation import usable_image
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import HEALTH_OPTIONS, converge
 
 
@@ -211,6 +228,7 @@ def main():
             app=dict(type="str", required=True),
             stack=dict(type="str", required=True),
             image=dict(type="str"),
+            channel=dict(type="str"),
             group=dict(type="str"),
             count=dict(type="int", default=1),
             zones=dict(type="list", elements="str", default=["zone-a"]),
@@ -224,14 +242,20 @@ def main():
             **dict(REGISTRY_ARGS, **PLATFORM_ARGS)
         ),
         required_one_of=[("image", "group")],
+        required_by={"channel": "image"},
         supports_check_mode=True,
     )
     p = module.params
     catalog = Catalog(p["registry"], p["validate_certs"])
 
+    def lifecycle_for(registry):
+        return Lifecycle(registry, p["validate_certs"] if registry == p["registry"] else None)
+
     def group():
         platform = platform_from(p, validate_certs=catalog.validate_certs)
-        result = converge(platform, catalog.resolve, p, module.check_mode, declared_port=catalog.service_port)
+        resolve = usable_image(catalog.resolve, lifecycle_for, p["registry"], p["channel"], p["state"] == "present",
+                               "cannot start instances of")
+        result = converge(platform, resolve, p, module.check_mode, declared_port=catalog.service_port)
         for warning in result.pop("warnings", []):
             module.warn(warning)
         return result

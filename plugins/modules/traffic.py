@@ -28,6 +28,9 @@ description:
   - With O(rollback), traffic goes back to the group that carried it before, chosen from the router's history
     and the running groups. When that group was destroyed, nothing moves and C(recreate) in RV(rollback) is true
     with the image the router recorded for it - recreate it with M(immutable.infra.server_group), then name it in O(groups).
+  - A rollback onto a group whose image version is revoked (see M(immutable.infra.image_revoke)) is refused and
+    nothing moves; the error names the version, the reason, who revoked it and when. The revocation is read from the
+    registry named in the group's image reference. The automatic revert of a failed verify window is never refused.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -81,6 +84,13 @@ options:
   rollback_group:
     description: Roll back to this group instead of choosing one. Implies O(rollback).
     type: str
+  validate_certs:
+    description:
+      - With O(rollback), how to reach the registry of the target group's image (its reference names the registry)
+        to check that the version is not revoked - use TLS and verify the certificate.
+      - When not set, plain HTTP for registries on loopback, TLS with verification everywhere else.
+    type: bool
+    aliases: [tls_verify]
   retire:
     description:
       - Groups to take out of the router once the change (and its verify window) succeeded, for example the groups a
@@ -208,9 +218,11 @@ planned:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
+from ansible_collections.immutable.infra.plugins.module_utils._revocation import check_reference
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import apply
 
@@ -232,6 +244,7 @@ def main():
             keep_failed=dict(type="bool", default=False),
             rollback=dict(type="bool", default=False),
             rollback_group=dict(type="str"),
+            validate_certs=dict(type="bool", aliases=["tls_verify"]),
             retire=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **dict(ROUTER_ARGS, **PLATFORM_ARGS)
@@ -243,7 +256,11 @@ def main():
     def converge():
         check_name("app", p["app"])
         check_name("stack", p["stack"])
-        return apply(Router(router_dir(p)), platform_from(p), p, module.check_mode)
+
+        def check_target(reference, doing):
+            check_reference(reference, doing, lambda registry: Lifecycle(registry, p["validate_certs"]))
+
+        return apply(Router(router_dir(p)), platform_from(p), p, module.check_mode, check_target)
 
     run_module(module, converge)
 

@@ -648,3 +648,55 @@ def push_test_image(registry, name, tag, labels=None):
         "config": client.put_blob(name, config, "application/vnd.oci.image.config.v1+json"),
         "layers": [client.put_blob(name, layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
     })
+
+
+# ------------------------------------------------------------------ revocation and ancestry
+def derived_image(registry, base, name, tag):
+    """A runnable version name:tag made from the session's base image plus labels (its own digest,
+    so revoking it or moving a channel to it touches nothing else), built by podman and pushed to
+    the session registry; returns its digest."""
+    ref = "%s/%s:%s" % (registry["address"], name, tag)
+    with tempfile.TemporaryDirectory() as ctx:
+        with open(os.path.join(ctx, "Containerfile"), "w") as f:
+            f.write("FROM %s\nLABEL org.opencontainers.image.version=%s infra.immutable.test-image=%s\n"
+                    % (base["image"]["reference"], tag, uuid.uuid4().hex))
+        for argv in (["podman", "build", "-q", "--tls-verify=false", "-t", ref, ctx],
+                     ["podman", "push", "-q", "--tls-verify=false", ref]):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+            assert proc.returncode == 0, (argv, proc.stderr)
+    subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, check=False)
+    proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--no-tags", "docker://" + ref],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(proc.stdout)["Digest"]
+
+
+def move_channel(env, registry, name, channel, digest):
+    """Point a channel at a version through the lifecycle storage (its lock files in the session's state)."""
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
+    saved = os.environ.get("IMMUTABLE_INFRA_STATE_DIR")
+    os.environ["IMMUTABLE_INFRA_STATE_DIR"] = env["IMMUTABLE_INFRA_STATE_DIR"]
+    try:
+        return Lifecycle(registry["address"]).move_channel(name, channel, digest, "integration-test")
+    finally:
+        if saved is None:
+            os.environ.pop("IMMUTABLE_INFRA_STATE_DIR")
+        else:
+            os.environ["IMMUTABLE_INFRA_STATE_DIR"] = saved
+
+
+@pytest.fixture(scope="session")
+def lineage(ansible, registry, base, env):
+    """A parent repository `parent` with versions 1 and 2 (runnable, from the base image), its channel
+    production at 1, and the web recipe baked on that channel as `child` version 1 (web_message "lin1").
+    Keys: parent, child, p1, p2 (digests), c1 (the child's facts)."""
+    uid = uuid.uuid4().hex[:6]
+    out = {"parent": "linbase%s" % uid, "child": "linweb%s" % uid}
+    out["p1"], out["p2"] = (derived_image(registry, base, out["parent"], t) for t in ("1", "2"))
+    move_channel(env, registry, out["parent"], "production", out["p1"])
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {
+        "catalog_registry": registry["address"], "recipe": "web", "recipe_name": out["child"],
+        "recipe_parent": out["parent"], "recipe_parent_channel": "production", "recipe_variables": {"web_message": "lin1"}})
+    assert run.rc == 0, run.stderr + json.dumps(run.doc.get("stats"))
+    out["c1"] = run.result("Bake the recipe")["image"]
+    return out

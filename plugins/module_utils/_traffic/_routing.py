@@ -89,10 +89,12 @@ def _running_groups(platform, app, stack):
     return by_group
 
 
-def apply(router, platform, params, check_mode=False):
+def apply(router, platform, params, check_mode=False, check_target=None):
     """Set the weights of an app/stack's groups, or roll back to the group that carried
     traffic before; add and remove router servers to match instances; watch the groups
-    that gained weight for a verify window and put the previous weights back if they fail."""
+    that gained weight for a verify window and put the previous weights back if they fail.
+    check_target(image reference, what is refused) raises when a rollback's target group runs
+    (or would be recreated from) an image that must not be used any more (a revoked version)."""
     app, stack = params["app"], params["stack"]
     key = "%s/%s" % (app, stack)
     routes = router.load_routes()
@@ -112,6 +114,10 @@ def apply(router, platform, params, check_mode=False):
         if ep_before is None:
             raise ImmutableInfraError("%s has no router endpoint: nothing was released there, nothing to roll back" % key)
         result["rollback"] = rollback_target(key, ep_before, set(by_group), params.get("rollback_group"))
+        to = result["rollback"]["to"]
+        image = by_group[to][0]["image"] if by_group.get(to) else result["rollback"]["image"]
+        if check_target and image:
+            check_target(image, "cannot roll %s back to %s" % (key, to))
         if result["rollback"]["recreate"]:      # the caller recreates it from rollback.image, then names it in groups
             result.update(url=_url(ep_before), endpoint=endpoint_report(router, app, stack))
             return result
