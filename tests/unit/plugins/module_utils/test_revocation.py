@@ -211,6 +211,11 @@ def test_a_rollback_onto_a_revoked_group_is_refused_and_the_failed_release_rever
         with pytest.raises(ImmutableInfraError, match="cannot roll shop/prod back to %s: revoked" % old):
             apply(router, platform, traffic_params({}, rollback=True), check_target=revoked_one)
         assert router.weights() == weights and router.load_routes()["endpoints"][KEY]["groups"][new] == 100
+        # Destroyed, it would be recreated from the image the router recorded: refused as well.
+        platform.destroy_instances([i["name"] for i in platform.list_instances(group=old)])
+        with pytest.raises(ImmutableInfraError, match="cannot roll shop/prod back to %s: revoked" % old):
+            apply(router, platform, traffic_params({}, rollback=True), check_target=revoked_one)
+        assert apply(router, platform, traffic_params({}, rollback=True))["rollback"]["recreate"]
     finally:
         platform.close()
 
