@@ -36,11 +36,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import (
-    parse_reference, validate_version, version_facts, version_key)
+    Catalog, parse_reference, validate_version, version_key)
 from ansible_collections.immutable.infra.plugins.module_utils._channel_lock import ChannelLock
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._oci import (
-    EMPTY_BLOB, MEDIA_EMPTY, MEDIA_OCI_MANIFEST, RegistryClient, canonical_json)
+    EMPTY_BLOB, MEDIA_EMPTY, MEDIA_OCI_MANIFEST, canonical_json)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 # Tag scheme of the records (see the module docstring).
@@ -229,7 +229,8 @@ class Lifecycle:
     def __init__(self, registry, validate_certs=None):
         self.registry = registry
         self.validate_certs = validate_certs
-        self.client = RegistryClient(registry, validate_certs)
+        self.catalog = Catalog(registry, validate_certs)
+        self.client = self.catalog.client
 
     def repository(self, name):
         return "%s/%s" % (self.registry, name)
@@ -271,12 +272,10 @@ class Lifecycle:
 
     def facts(self, name, ref, tag=None):
         """Version facts of a tag or digest read through the registry API, or None."""
-        found = self.client.image_config(name, ref)
-        if found is None:
-            return None
-        digest, _manifest, config = found
-        return version_facts(self.repository(name), tag, {
-            "Digest": digest, "Labels": (config.get("config") or {}).get("Labels") or {}, "Created": config.get("created")})
+        found = self.catalog.inspect(name, ref)
+        if found is not None and tag is not None:
+            found["tag"] = tag
+        return found
 
     def _unknown(self, name, what, versions):
         if not versions:
