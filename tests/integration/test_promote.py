@@ -44,7 +44,7 @@ TOOK = []
 
 
 def promote(ansible, registry, name, channel, check=False, diff=False, **kw):
-    v = {"recipe": name, "channel": channel, "catalog_registry": registry["address"], "promote_policy": POLICY}
+    v = {"image": name, "channel": channel, "catalog_registry": registry["address"], "promote_policy": POLICY}
     v.update(kw)
     started = time.monotonic()
     run = ansible.playbook(PROMOTE, v, check=check, diff=diff)
@@ -168,7 +168,7 @@ def test_two_promotions_racing_on_one_channel(ansible, registry, repo, workdir, 
     for v in ("1", "2"):
         path = os.path.join(workdir, "race-%s.json" % uuid.uuid4().hex[:8])
         with open(path, "w") as f:
-            json.dump({"recipe": name, "channel": "dev", "version": v, "catalog_registry": registry["address"]}, f)
+            json.dump({"image": name, "channel": "dev", "version": v, "catalog_registry": registry["address"]}, f)
         procs[v] = subprocess.Popen(["ansible-playbook", PROMOTE, "-e", "@" + path], env=ansible.env, cwd=TOP,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     outs = {}
