@@ -366,7 +366,8 @@ class Lifecycle:
         "revocations": {digest: record} of those versions and of the channels' heads},
         from one tags/list and parallel reads of only the records that exist."""
         index = index or self.index(name)
-        tags = index["versions"] if tags is None else [t for t in index["versions"] if t in set(tags)]
+        wanted = None if tags is None else set(tags)
+        tags = [t for t in index["versions"] if wanted is None or t in wanted]
         jobs = [("v", t) for t in tags] + [("c", c) for c in index["channels"]]
         read = {"v": lambda t: self.facts(name, t, t), "c": lambda c: self.channel(name, c),
                 "t": lambda d: self.test_result(name, d), "r": lambda d: self.revocation(name, d)}

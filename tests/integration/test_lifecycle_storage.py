@@ -228,3 +228,29 @@ def test_image_info_out_of_date_when_the_parent_channel_moves_on(ansible, regist
     life.move_channel(parent, "prod", d["1"], "a", action="rollback")
     rc, res = image_info(ansible, registry, name=child)
     assert rc == 0 and res["out_of_date"] == []
+
+
+def test_delete_version_takes_its_records_and_spares_channel_heads(registry, repo, state):
+    life, name, d = repo["life"], repo["name"], repo["digests"]
+    life.move_channel(name, "prod", d["1"], "a")
+    life.record_test(name, d["2"], {"status": "failed"})
+    life.revoke(name, d["2"], "bad", "sec")
+    with pytest.raises(ImmutableInfraError, match="is the target of channel prod; move the channel first"):
+        life.delete_version(name, d["1"])
+    expected = [lc.record_tag(d["2"], ".test"), lc.record_tag(d["2"], ".revoked"), "2"]
+    assert life.delete_version(name, d["2"], check_mode=True) == expected
+    assert sorted(tags(registry, name)) == sorted(["1", "2", "3", "channel.prod"] + expected[:2])
+    assert life.delete_version(name, d["2"]) == expected
+    assert sorted(tags(registry, name)) == ["1", "3", "channel.prod"]
+    with pytest.raises(ImmutableInfraError, match="unknown image version"):
+        life.version(name, digest=d["2"])
+
+
+def test_descendants_across_repositories(registry, repo, state):
+    life, base, d = repo["life"], repo["name"], repo["digests"]
+    mid, leaf = "lc-mid-%s" % uuid.uuid4().hex[:8], "lc-leaf-%s" % uuid.uuid4().hex[:8]
+    m1 = push_test_image(registry, mid, "1", {"org.opencontainers.image.base.digest": d["1"]})
+    push_test_image(registry, leaf, "1", {"org.opencontainers.image.base.digest": m1})
+    push_test_image(registry, leaf, "2", {"org.opencontainers.image.base.digest": d["2"]})
+    assert [(v["repository"], v["tag"]) for v in life.children(d["1"])] == [("%s/%s" % (registry["address"], mid), "1")]
+    assert sorted((v["repository"].split("/", 1)[1], v["tag"]) for v in life.descendants(d["1"])) == [(leaf, "1"), (mid, "1")]
