@@ -290,7 +290,8 @@ def prune(lifecycle, platforms, router, repositories=None, keep=DEFAULT_KEEP, mi
             e["action"] = "kept"
             continue
         try:
-            lifecycle.delete_version(e["repository"], e["digest"], check_mode=check_mode)
+            if not check_mode:      # the plan is the check: delete_version re-reads the repository per call
+                lifecycle.delete_version(e["repository"], e["digest"])
         except ImmutableInfraError as exc:
             raise ImmutableInfraError("deleting %s failed: %s (deleted before it: %s)" % (
                 e["reference"], exc.msg, ", ".join(deleted) or "nothing"), deleted=deleted, **exc.details)
