@@ -225,7 +225,7 @@ def remove_throwaway(platform, app, stack, names=(), stop_timeout=0):
     return platform.destroy_instances(sorted(found), stop_timeout) if found else []
 
 
-def _health_failure(exc, hc, started):
+def _health_failure(exc, started):
     return {"passed": 0, "failed": 0, "errors": 1, "skipped": 0, "seconds": round(time.monotonic() - started, 3),
             "failures": [HEALTH_TEST_ID], "tests": 0}, "never healthy: %s" % exc.msg
 
@@ -276,7 +276,7 @@ def run_image_test(params, lifecycle, catalog, platform, check_mode=False, pytho
         except ImmutableInfraError as exc:
             if not exc.details.get("unhealthy"):
                 raise
-            summary, output = _health_failure(exc, hc, started)
+            summary, output = _health_failure(exc, started)
         else:
             argv = pytest_argv(python, tests_dir, workdir, host_spec(platform, instance["name"]), junit)
             result["command"] = argv
@@ -284,8 +284,10 @@ def run_image_test(params, lifecycle, catalog, platform, check_mode=False, pytho
             summary, output = run_pytest(argv, env,
                                          params.get("timeout") or DEFAULT_TIMEOUT, junit, instance["name"], runner)
     finally:
-        result["removed"] = remove_throwaway(platform, app, stack, names)
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            result["removed"] = remove_throwaway(platform, app, stack, names)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     status = "passed" if not summary["failures"] else "failed"
     summary.pop("tests", None)
     record = lifecycle.record_test(name, facts["digest"], {
