@@ -16,6 +16,9 @@ import time
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, command_env, run
 
 FINGERPRINT_SCHEME = "immutable.infra/fingerprint/v1"
+# Directories of a recipe that are not inputs of its image: its tests run
+# against a baked version (image_test) and have their own digest.
+RECIPE_NOT_INPUTS = ("tests",)
 # The image format each Packer builder type makes, and where its output goes:
 # a recipe's container output to <name>, its VM output to <name>-vm.
 SOURCE_FORMATS = {"docker": "container", "qemu": "vm"}
@@ -190,14 +193,15 @@ def source_format(source):
 
 
 # ------------------------------------------------------------ fingerprint
-def _walk_files(root):
+def _walk_files(root, exclude=()):
     if os.path.isfile(root):
         yield root, os.path.basename(root)
         return
     if not os.path.isdir(root):
         raise ImmutableInfraError("fingerprint input %s does not exist" % root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+        top = dirpath == root
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS and not (top and d in exclude))
         for fn in sorted(filenames):
             if fn.endswith(_IGNORED_SUFFIXES):
                 continue
@@ -213,10 +217,11 @@ def _file_digest(path):
     return h.hexdigest()
 
 
-def tree_digest(root):
-    """sha256 over relative paths and contents of a file or directory tree."""
+def tree_digest(root, exclude=()):
+    """sha256 over relative paths and contents of a file or directory tree,
+    leaving out the top-level directories named in exclude."""
     h = hashlib.sha256()
-    for full, rel in _walk_files(root):
+    for full, rel in _walk_files(root, exclude):
         h.update(rel.encode() + b"\0" + _file_digest(full).encode() + b"\n")
     return h.hexdigest()
 
@@ -232,7 +237,7 @@ def fingerprint(recipe_dir, var_files=(), variables=None, parent_digest=None,
     """
     doc = {
         "scheme": FINGERPRINT_SCHEME,
-        "recipe": tree_digest(recipe_dir),
+        "recipe": tree_digest(recipe_dir, exclude=RECIPE_NOT_INPUTS),
         "var_files": [tree_digest(p) for p in var_files],
         "paths": sorted(tree_digest(p) for p in set(paths)),
         "variables": variables or {},

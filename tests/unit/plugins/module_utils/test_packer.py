@@ -130,6 +130,19 @@ def test_fingerprint_ignores_caches_and_logs(recipe):
     assert base_fp(d, role) == before
 
 
+def test_fingerprint_leaves_out_the_recipes_tests(recipe):
+    """A recipe's tests/ run against a baked version; editing them must not force a rebake.
+    A nested directory named tests is still an input (only the recipe's own is left out)."""
+    d, role = recipe
+    before = base_fp(d, role)
+    (d / "tests").mkdir()
+    (d / "tests" / "test_web.py").write_text("def test_x():\n    pass\n")
+    assert base_fp(d, role) == before
+    (d / "files" / "tests").mkdir(parents=True)
+    (d / "files" / "tests" / "data").write_text("copied into the image\n")
+    assert base_fp(d, role) != before
+
+
 def test_fingerprint_var_file_outside_recipe(recipe, tmp_path):
     d, role = recipe
     vf = tmp_path / "prod.pkrvars.hcl"
