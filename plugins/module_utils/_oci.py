@@ -137,6 +137,8 @@ class RegistryClient:
                 conn, reused = self._connection(parts.scheme, parts.netloc, fresh=True)
             except (OSError, http.client.HTTPException) as exc:
                 self._connection(parts.scheme, parts.netloc, fresh=True)
+                if isinstance(exc, ssl.SSLError) and self._plain_http_fallback(url):
+                    return self._open(method, "http" + url[len("https"):], data, headers, redirects)
                 raise ImmutableInfraError("image registry %s is not reachable (is it running?): %s" % (self.registry, exc))
         if resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and redirects and resp.headers.get("Location"):
             location = urllib.parse.urljoin(url, resp.headers["Location"])
@@ -144,6 +146,14 @@ class RegistryClient:
                 headers.pop("Authorization", None)  # credentials stay with the registry
             return self._open(method, location, None, headers, redirects - 1)
         return _Response(resp.status, resp.headers, body)
+
+    def _plain_http_fallback(self, url):
+        """Like skopeo --tls-verify=false: a registry that does not speak TLS is
+        spoken to over plain HTTP, only when certificate checks are off."""
+        if self.validate_certs or not url.startswith("https://%s/" % self.registry):
+            return False
+        self.base = "http://" + self.registry
+        return True
 
     def _authorize(self, challenge, key):
         scheme, params = parse_www_authenticate(challenge)

@@ -121,3 +121,19 @@ def test_wrong_credentials_are_named(server, tmp_path, monkeypatch):
 def test_unreachable_registry():
     with pytest.raises(ImmutableInfraError, match=r"image registry 127.0.0.1:1 is not reachable \(is it running\?\)"):
         oci.RegistryClient("127.0.0.1:1").tags("web")
+
+
+def test_plain_http_only_when_certificates_are_not_checked(server, tmp_path, monkeypatch):
+    """A registry that does not speak TLS (the server here is plain HTTP, reached as if it were remote):
+    with validate_certs false it is spoken to over HTTP, as skopeo --tls-verify=false does; with
+    certificate checks on, never."""
+    auth_file(tmp_path, monkeypatch, server, b"me:secret")
+    insecure = oci.RegistryClient(server, validate_certs=False)
+    insecure.base = "https://" + server
+    assert insecure.tags("web") == ["1", "2", "3"]
+    assert insecure.base == "http://" + server
+    strict = oci.RegistryClient(server, validate_certs=True)
+    strict.base = "https://" + server
+    with pytest.raises(ImmutableInfraError, match="is not reachable"):
+        strict.tags("web")
+    assert strict.base == "https://" + server
