@@ -24,7 +24,7 @@ import time
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import actor, check_channel, revoked_message
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import NEW_CHANNEL, actor, check_channel, revoked_message
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 GATES = ("tested", "after", "min_soak", "approval")
@@ -217,7 +217,7 @@ def _move(lc, p, channel, target, head, action, approved_by, check_mode):
     try:
         return lc.move_channel(name, channel, target["digest"], by=actor(p.get("actor") or None),
                                reason=p.get("reason") or None, action=action, approved_by=approved_by,
-                               expect=head, check_mode=check_mode)
+                               expect=head or NEW_CHANNEL, check_mode=check_mode)
     except ImmutableInfraError as exc:
         now = lc.channel(name, channel) or {}
         now_head = now.get("digest")
@@ -234,18 +234,13 @@ def _move(lc, p, channel, target, head, action, approved_by, check_mode):
             channel=now, gates=[], concurrent=exc.msg)
 
 
-def _result(name, channel, before, after, results, target, extra=None, head=None):
+def _result(name, channel, before, after, results, target, extra=None):
     changed = (before or {}).get("digest") != (after or {}).get("digest")
     out = {"changed": changed, "channel": after, "before": before,
            "move": (after.get("history") or [None])[-1] if changed else None,
            "gates": results, "target": {k: target.get(k) for k in ("version", "tag", "digest", "reference")},
            "diff": {"before": brief(name, channel, before), "after": brief(name, channel, after)}}
     out.update(extra or {})
-    if changed and (before or {}).get("digest") != head:
-        # Only a new channel can get here (move_channel checks `expect` when there was a head).
-        out["warnings"] = ["channel %s of %s was created by another run while this one decided (it pointed at version %s "
-                           "when this move was written after it); both moves are in its history"
-                           % (channel, name, before.get("version"))]
     return out
 
 
@@ -274,7 +269,7 @@ def promote(lc, p, check_mode=False):
     if message:
         raise ImmutableInfraError(message, channel=before, gates=results)
     before, after = _move(lc, p, channel, target, head, "promote", approved_by, check_mode)
-    return _result(name, channel, before, after, results, target, head=head)
+    return _result(name, channel, before, after, results, target)
 
 
 def rollback(lc, p, check_mode=False):
@@ -314,7 +309,7 @@ def rollback(lc, p, check_mode=False):
     head = before.get("digest")
     before, after = _move(lc, p, channel, target, head, "rollback", (p.get("approved_by") or "").strip() or None, check_mode)
     return _result(name, channel, before, after, results, target,
-                   {"passed_over": [_version_of(before, d) or d for d in skipped]}, head=head)
+                   {"passed_over": [_version_of(before, d) or d for d in skipped]})
 
 
 def apply(lc, p, check_mode=False):

@@ -88,6 +88,8 @@ def check_channel(channel):
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 HISTORY_RUNS = 20
+# move_channel(expect=NEW_CHANNEL): the move was decided on a channel that did not exist.
+NEW_CHANNEL = ""
 ACTIONS = ("promote", "rollback")
 
 
@@ -481,8 +483,9 @@ class Lifecycle:
         """Point the channel at digest and append the move to its history.
         Returns (before, after) channel records (before None for a new channel).
         Under a per-channel lock file; `expect` is the digest the caller based
-        its decision (gates) on: if the head moved meanwhile, nothing is written
-        and the error names both. A move to the current target changes nothing
+        its decision (gates) on, NEW_CHANNEL when it decided on a channel that
+        did not exist yet, None not to check: if the head moved meanwhile,
+        nothing is written and the error names both. A move to the current target changes nothing
         and returns before == after."""
         check_channel(channel)
         if action not in ACTIONS:
@@ -491,7 +494,7 @@ class Lifecycle:
         with ChannelLock(self.registry, name, channel):
             before = self.channel(name, channel)
             head = (before or {}).get("digest")
-            if expect is not None and expect != head:
+            if expect is not None and expect != (head or NEW_CHANNEL):
                 raise ImmutableInfraError(
                     "channel %s of image %s moved meanwhile: it now points at %s (version %s), not %s as when the move "
                     "was decided; nothing was written: run again to decide on the new head" % (

@@ -96,6 +96,12 @@ def test_expect_mismatch_writes_nothing(registry, repo, state):
     with pytest.raises(ImmutableInfraError, match="moved meanwhile.*%s" % d["2"]):
         life.move_channel(name, "staging", d["3"], "b", expect=d["2"])
     assert life.client.head(name, "channel.staging") == head and life.channel(name, "staging") == after
+    # a move decided on "no channel yet" is refused once another run has created it
+    with pytest.raises(ImmutableInfraError, match="moved meanwhile"):
+        life.move_channel(name, "staging", d["3"], "b", expect=lc.NEW_CHANNEL)
+    assert life.client.head(name, "channel.staging") == head
+    _b, created = life.move_channel(name, "qa", d["3"], "b", expect=lc.NEW_CHANNEL)
+    assert created["digest"] == d["3"] and len(created["history"]) == 1
     # check mode computes the move and writes nothing either
     _b, would = life.move_channel(name, "staging", d["2"], "b", expect=d["1"], check_mode=True)
     assert would["digest"] == d["2"] and life.client.head(name, "channel.staging") == head

@@ -70,7 +70,7 @@ class FakeLifecycle:
         head = (before or {}).get("digest")
         if head == digest:
             return before, before
-        if expect is not None and head != expect:      # as the real one: no head, nothing to expect
+        if expect is not None and (head or "") != expect:      # as the real one: "" = no channel yet
             raise ImmutableInfraError("channel %s moved meanwhile" % channel)
         after = self._write(channel, digest, by, action, approved_by, dry=check_mode)
         return before, after
@@ -214,12 +214,12 @@ def test_a_concurrent_move_is_named_and_nothing_is_written():
     assert not res["changed"] and res["channel"]["digest"] == D[4]
 
 
-def test_a_channel_created_meanwhile_keeps_both_moves_and_says_so():
+def test_a_channel_created_meanwhile_refuses_the_move_decided_on_no_channel():
     lc = FakeLifecycle()
     lc.interloper = D[2]
-    res = gates.promote(lc, params("qa", 3, gates={}))
-    assert res["changed"] and [m["to"] for m in lc.channels["qa"]["history"]] == [D[2], D[3]]
-    assert "created by another run while this one decided (it pointed at version 2" in res["warnings"][0]
+    with pytest.raises(ImmutableInfraError, match="bob moved it from nothing to version 2 .* nothing was written"):
+        gates.promote(lc, params("qa", 3, gates={}))
+    assert [m["to"] for m in lc.channels["qa"]["history"]] == [D[2]]
 
 
 def test_a_head_already_at_the_target_is_unchanged_unless_revoked():
