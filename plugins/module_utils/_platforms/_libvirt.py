@@ -8,7 +8,8 @@ read-only cached golden disk (the golden disk is never written).
 libvirt is the system of record: the identity (_names.IDENTITY, the forwarded
 ports, the creation time) sits in the domain's <metadata>, and list_instances
 reads it back from there. The guest learns its identity through fw_cfg
-(opt/immutable/instance-id, hostname, env). Its one NIC is qemu user
+(opt/immutable/instance-id, hostname, env; authorized_keys only when the create
+spec has some, as image_test's throwaway VMs do). Its one NIC is qemu user
 networking with restrict=on; each forwarded port listens on 127.0.0.1 only.
 """
 
@@ -73,8 +74,25 @@ def fwcfg_entries(name, spec):
             raise ImmutableInfraError("env %r=%r cannot be passed to a VM: names need no '=' and values "
                                       "one line (they become KEY=VALUE lines of /run/immutable/env)" % (key, value))
         lines.append("%s=%s\n" % (key, value))
-    return [(FWCFG_PREFIX + "instance-id", name), (FWCFG_PREFIX + "hostname", name),
-            (FWCFG_PREFIX + "env", "".join(lines))]
+    entries = [(FWCFG_PREFIX + "instance-id", name), (FWCFG_PREFIX + "hostname", name),
+               (FWCFG_PREFIX + "env", "".join(lines))]
+    keys = spec.get("authorized_keys")
+    if keys:
+        entries.append((FWCFG_PREFIX + "authorized_keys", authorized_keys_text(keys)))
+    return entries
+
+
+def authorized_keys_text(keys):
+    """The fw_cfg opt/immutable/authorized_keys of a spec's authorized_keys (a list of public
+    keys or one text of them): the guest installs them for root and starts sshd (the bake's
+    contract). Only image_test gives keys; a production instance never has one."""
+    lines = keys.splitlines() if isinstance(keys, str) else [str(k) for k in keys]
+    lines = [line.strip() for line in lines if line.strip()]
+    bad = [line for line in lines if not line.startswith(("ssh-", "ecdsa-", "sk-"))]
+    if bad or not lines:
+        raise ImmutableInfraError("authorized_keys %r cannot be given to a VM: give OpenSSH public keys, one a line "
+                                  "(ssh-ed25519 AAAA...)" % (bad[0] if bad else keys,))
+    return "".join(line + "\n" for line in lines)
 
 
 def netdev_arg(ports):

@@ -71,6 +71,35 @@ def test_the_guest_learns_its_identity_and_env_through_fw_cfg():
     }
 
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0aVZ0example immutable-infra-image-test"
+
+
+def test_a_spec_with_authorized_keys_gives_them_through_fw_cfg_and_ssh_is_forwarded_on_loopback():
+    """image_test's throwaway VM: its key as fw_cfg opt/immutable/authorized_keys (the bake's
+    contract, read by immutable-identity.service) and port 22 forwarded to 127.0.0.1 only."""
+    spec = dict(SPEC, extra_ports=[9000, 22], authorized_keys=[KEY])
+    ports = {8080: 41000, 9000: 41001, 22: 41002}
+    dom = ET.fromstring(lv.domain_xml(NAME, spec, IMAGE, "/s/o.qcow2", "/s/c.log", ports))
+    entries = {e.get("name"): e.text for e in dom.findall("sysinfo/entry")}
+    assert entries["opt/immutable/authorized_keys"] == KEY + "\n"
+    assert set(entries) == {"opt/immutable/" + k for k in ("instance-id", "hostname", "env", "authorized_keys")}
+    args = [a.get("value") for a in dom.find("{%s}commandline" % lv.QEMU_XMLNS)]
+    assert "hostfwd=tcp:127.0.0.1:41002-:22" in args[args.index("-netdev") + 1].split(",")
+    inst = lv.parse_domain(ET.tostring(dom, encoding="unicode"), "running")
+    assert inst["ports"] == ports and inst["host_port"] == 41000
+    # Several keys, as a list or one text; the production spec (none) gives no entry at all.
+    two = lv.fwcfg_entries(NAME, dict(SPEC, authorized_keys=KEY + "\n\n" + KEY.replace("IB0", "IB1") + "\n"))
+    assert dict(two)["opt/immutable/authorized_keys"].splitlines() == [KEY, KEY.replace("IB0", "IB1")]
+    assert "opt/immutable/authorized_keys" not in dict(lv.fwcfg_entries(NAME, SPEC))
+    assert "opt/immutable/authorized_keys" not in dict(lv.fwcfg_entries(NAME, dict(SPEC, authorized_keys=None)))
+
+
+@pytest.mark.parametrize("keys", [["-----BEGIN OPENSSH PRIVATE KEY-----"], "not a key", [KEY, "x y"], "\n"])
+def test_what_is_not_a_public_key_is_refused(keys):
+    with pytest.raises(ImmutableInfraError, match="give OpenSSH public keys"):
+        lv.fwcfg_entries(NAME, dict(SPEC, authorized_keys=keys))
+
+
 @pytest.mark.parametrize("env", [{"A": "two\nlines"}, {"A=B": "x"}, {"": "x"}])
 def test_env_that_cannot_be_a_line_of_an_env_file_is_refused(env):
     with pytest.raises(ImmutableInfraError, match="cannot be passed to a VM"):
