@@ -12,12 +12,30 @@ never added to a router. A version that never gets healthy is recorded failed
 a timeout, pytest or testinfra missing) are an error and record nothing.
 
 The tests get, besides testinfra's `host` (the instance), the environment
-variables IMMUTABLE_TEST_{NAME,VERSION,DIGEST,REFERENCE,INSTANCE,PORT,URL}:
-URL is where the controller reaches the service port.
+variables IMMUTABLE_TEST_{NAME,VERSION,DIGEST,REFERENCE,INSTANCE,PORT,URL,
+PLATFORM,AUTHORIZED_KEY}: URL is where the controller reaches the service port;
+AUTHORIZED_KEY is the public key the run itself gave the instance ('' when none).
+
+A container is reached with `podman exec`. A VM image is sealed (no key, no
+sshd): its throwaway VM gets an ed25519 key pair made for the run in the run's
+private temporary directory (removed afterwards, never logged) through the
+create spec's authorized_keys, and port 22 forwarded on 127.0.0.1; pytest
+reaches it with testinfra's ssh backend (a temporary ssh_config and
+known_hosts). Production instances never get a key.
+
+Stale throwaway instances: the stack made for a run names its owner, the
+module's process on this machine (a machine tag over host, boot id and pid
+namespace, then pid and process start time, as release leases identify an
+owner: _lease). A run killed with SIGKILL cannot remove its instance, so each
+run first removes the instances of its app on the platform whose owner is
+provably dead on this machine (process gone or pid reused); never another
+machine's, never a live run's, never a stack given by the caller.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,8 +45,8 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.immutable.infra.plugins.module_utils import _lifecycle
-from ansible_collections.immutable.infra.plugins.module_utils._names import check_name, group_name
+from ansible_collections.immutable.infra.plugins.module_utils import _lease, _lifecycle
+from ansible_collections.immutable.infra.plugins.module_utils._names import NAME_RE, check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._packer import tree_digest
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import (
@@ -44,6 +62,9 @@ DEFAULT_TIMEOUT = 900
 # Lines of pytest's output returned (and shown in a failure).
 OUTPUT_LINES = 60
 _CHECK_PLACEHOLDER = "<instance>"
+SSH_PORT = 22
+# t<machine tag>p<pid>s<start ticks>: a stack that names the run's owner.
+OWNER_STACK = re.compile(r"^t([0-9a-f]{8})p([0-9]+)s([0-9]+)$")
 
 
 # ------------------------------------------------------------------ the tests directory
@@ -86,15 +107,113 @@ def testinfra_missing(python):
             % (python, (err.strip().splitlines() or ["import failed"])[-1]))
 
 
-# ------------------------------------------------------------------ pytest
-def host_spec(platform, instance_name):
+# ------------------------------------------------------------------ the owner of a throwaway instance
+def machine_tag(where=None):
+    """8 hex digits naming this machine (host, boot id, pid namespace: where a pid means something)."""
+    where = where or _lease.machine()
+    text = json.dumps([where.get(k) for k in ("host", "boot_id", "pid_ns")])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def owner_stack(pid=None):
+    """A stack made for a run, naming its owner (this process); a random one if it does not fit a stack name."""
+    ident = _lease.identity(pid or os.getpid())
+    stack = "t%sp%ds%d" % (machine_tag(ident), ident["pid"], ident["start"]) if ident else ""
+    return stack if NAME_RE.match(stack) else "t" + uuid.uuid4().hex[:12]
+
+
+def stack_owner(stack):
+    """(machine tag, {pid, start}) of a stack made by owner_stack, else None."""
+    m = OWNER_STACK.match(stack or "")
+    return (m.group(1), {"pid": int(m.group(2)), "start": int(m.group(3))}) if m else None
+
+
+def stale(instances, here=None, status=_lease.owner_status):
+    """Names of the instances whose owner is provably dead on this machine."""
+    here = here or machine_tag()
+    found = []
+    for inst in instances:
+        owner = stack_owner(inst.get("stack"))
+        if owner and owner[0] == here and status(owner[1]) in ("gone", "reused"):
+            found.append(inst["name"])
+    return sorted(found)
+
+
+def sweep_stale(platform, app, check_mode=False):
+    """Remove (unless check_mode) the app's instances left by dead runs on this machine; their names."""
+    found = stale(platform.list_instances(app=app))
+    if found and not check_mode:
+        platform.destroy_instances(found, 0)
+    return found
+
+
+# ------------------------------------------------------------------ reaching the instance
+def host_spec(platform, instance_name, address=None):
     """testinfra's --hosts for an instance of the platform. Tests run as root
-    (they inspect the image); the service keeps its own user."""
+    (they inspect the image); the service keeps its own user. A VM is reached
+    with SSH at `address` (its forwarded port 22)."""
     if platform.name == "podman":
         return "podman://root@%s" % instance_name
-    raise ImmutableInfraError(
-        "image_test cannot reach instances of platform %s yet: VM images are sealed (no SSH key, no sshd), so "
-        "testing them needs a temporary key; test the recipe's container image on podman" % platform.name)
+    if platform.image_format == "vm":
+        host, port = address or ("127.0.0.1", SSH_PORT)
+        return "ssh://root@%s:%s" % (host, port)
+    raise ImmutableInfraError("image_test cannot reach instances of platform %s: it reaches containers with podman "
+                              "exec and VMs with SSH" % platform.name)
+
+
+def host_id(platform, instance_name, address=None):
+    """What testinfra puts into the test ids for the host (taken out again by parse_junit)."""
+    return address[0] if platform.image_format == "vm" and address else instance_name
+
+
+def make_key(workdir):
+    """An ed25519 key pair for the run in its private directory: (private key path, public key line)."""
+    key = os.path.join(workdir, "id_ed25519")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-image-test", "-f", key],
+        what="ssh-keygen (the run's temporary key)")
+    with open(key + ".pub") as f:
+        return key, f.read().strip()
+
+
+def ssh_config(workdir, key):
+    """An ssh_config for the throwaway VM: the run's key only, its own known_hosts (the
+    VM's host key is new on every boot), no prompts, connections shared when the path fits."""
+    path = os.path.join(workdir, "ssh_config")
+    lines = ["Host *", "User root", "IdentityFile " + key, "IdentitiesOnly yes", "BatchMode yes",
+             "StrictHostKeyChecking no", "UserKnownHostsFile " + os.path.join(workdir, "known_hosts"),
+             "GlobalKnownHostsFile /dev/null", "PasswordAuthentication no", "LogLevel ERROR"]
+    control = os.path.join(workdir, "cm-%C")
+    if len(control) + 40 < 100:          # a unix socket path: %C is 40 characters
+        lines.append("ControlPath " + control)
+    with open(path, "w") as f:
+        f.write("\n  ".join(lines) + "\n")
+    return path
+
+
+def _ssh(config, address, *args):
+    return ["ssh", "-F", config, "-p", str(address[1])] + list(args) + ["root@" + address[0]]
+
+
+def wait_ssh(config, address, timeout, what, runner=run):
+    """Until `true` runs over SSH (sshd starts once the key is installed); an error naming what after timeout."""
+    deadline, last = time.monotonic() + timeout, ""
+    while True:
+        try:
+            rc, _out, err = runner(_ssh(config, address, "-o", "ConnectTimeout=10") + ["true"], check=False,
+                                   timeout=60, what="ssh")
+        except ImmutableInfraError as exc:
+            rc, err = None, exc.msg
+        if rc == 0:
+            return
+        last = (err or "").strip().splitlines()[-1:] or [""]
+        if time.monotonic() > deadline:
+            raise ImmutableInfraError("%s does not answer SSH on %s:%d within %ss (the run's key was given through "
+                                      "fw_cfg; does the image install it and start sshd?): %s"
+                                      % (what, address[0], address[1], timeout, last[0]))
+        time.sleep(2)
+
+
+# ------------------------------------------------------------------ pytest
 
 
 def empty_ini(workdir):
@@ -102,24 +221,26 @@ def empty_ini(workdir):
     return os.path.join(workdir, "pytest.ini")
 
 
-def pytest_argv(python, tests_dir, workdir, hosts, junit):
+def pytest_argv(python, tests_dir, workdir, hosts, junit, extra=()):
     """pytest over the tests directory only: its own pytest.ini when it has one (else an
-    empty one), no cache, no conftest from above it, junit in xunit1 (file and line)."""
+    empty one), no cache, no conftest from above it, junit in xunit1 (file and line);
+    extra: testinfra's connection options."""
     ini = os.path.join(tests_dir, "pytest.ini")
     if not os.path.isfile(ini):
         ini = empty_ini(workdir)
     return [python, "-B", "-m", "pytest", tests_dir, "-c", ini, "--rootdir", tests_dir, "--confcutdir", tests_dir,
             "-p", "no:cacheprovider", "--hosts", hosts, "--junitxml", junit, "-o", "junit_family=xunit1",
-            "-q", "-rfE", "--color=no"]
+            "-q", "-rfE", "--color=no"] + list(extra)
 
 
-def pytest_env(name, facts, instance_name, port, where):
+def pytest_env(name, facts, instance_name, port, where, platform="", authorized_key=""):
     """What the tests are told: IMMUTABLE_TEST_* (see the module docstring); no bytecode
     is written into the tests directory."""
     url = "http://%s:%d" % ("[%s]" % where[0] if ":" in where[0] else where[0], where[1]) if where else ""
     env = {ENV_PREFIX + k: v for k, v in (
         ("NAME", name), ("VERSION", facts.get("version") or facts.get("tag") or ""), ("DIGEST", facts["digest"]),
-        ("REFERENCE", facts["reference"]), ("INSTANCE", instance_name), ("PORT", str(port)), ("URL", url))}
+        ("REFERENCE", facts["reference"]), ("INSTANCE", instance_name), ("PORT", str(port)), ("URL", url),
+        ("PLATFORM", platform), ("AUTHORIZED_KEY", authorized_key))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -206,7 +327,7 @@ def _refuse_revoked(lifecycle, name, facts):
 
 
 def _throwaway(platform, app, stack):
-    app, stack = check_name("app", app), check_name("stack", stack or "t" + uuid.uuid4().hex[:12])
+    app, stack = check_name("app", app), check_name("stack", stack or owner_stack())
     existing = platform.list_instances(app=app, stack=stack)
     if existing:
         raise ImmutableInfraError("app %s stack %s already has instances (%s): image_test starts its own throwaway "
@@ -248,46 +369,66 @@ def run_image_test(params, lifecycle, catalog, platform, check_mode=False, pytho
     hc = health_spec(params.get("health_check"), port)
     group = group_name(app, stack, 1)
     by = _lifecycle.actor(params.get("actor"))
+    vm = platform.image_format == "vm"
+    wait = params.get("wait_timeout") or platform.boot_seconds
     version = {k: facts.get(k) for k in ("version", "tag", "digest", "reference", "repository")}
     result = {"changed": True, "version": version, "test_digest": digest_of_tests, "tests_dir": tests_dir,
               "test_files": test_files, "platform": platform.name, "app": app, "stack": stack, "by": by}
     if check_mode:
-        result.update(would_run=pytest_argv(python, tests_dir, "<tmp>", host_spec(platform, group + "-" + _CHECK_PLACEHOLDER),
-                                            "<tmp>/junit.xml"),
+        ssh = ("--ssh-config", "<tmp>/ssh_config", "--ssh-identity-file", "<tmp>/id_ed25519") if vm else ()
+        hosts = host_spec(platform, group + "-" + _CHECK_PLACEHOLDER, ("127.0.0.1", "<port>"))
+        result.update(would_run=pytest_argv(python, tests_dir, "<tmp>", hosts, "<tmp>/junit.xml", ssh),
+                      would_sweep=sweep_stale(platform, app, check_mode=True),
                       msg="would start %s-%s of %s:%s, run %d test file(s) from %s against it, record the result and "
                           "remove the instance" % (group, _CHECK_PLACEHOLDER, name, version["tag"] or version["version"],
                                                    len(test_files), tests_dir))
         return result
+    result["swept"] = sweep_stale(platform, app)
     spec = {"app": app, "stack": stack, "group": group, "sequence": 1, "image": facts["reference"],
             "image_digest": facts["digest"], "image_version": facts.get("version") or facts.get("tag") or "",
-            "zone": "test", "port": port, "extra_ports": [hc["port"]] if hc["port"] != port else [],
+            "zone": "test", "port": port, "extra_ports": sorted(({hc["port"]} | ({SSH_PORT} if vm else set())) - {port}),
             "env": params.get("env") or {}, "stop_timeout": 0}
     workdir = tempfile.mkdtemp(prefix="immutable-image-test-")
     junit = os.path.join(workdir, "junit.xml")
-    started, names, output = time.monotonic(), [], ""
+    started, names, output, key, public, config, address = time.monotonic(), [], "", None, "", None, None
     try:
+        if vm:
+            key, public = make_key(workdir)
+            spec["authorized_keys"] = [public]
+            config = ssh_config(workdir, key)
         platform.pull(facts["reference"])
         created = platform.create_instances([spec])
         names = [i["name"] for i in created]
         instance = created[0]
         result["instance"] = instance["name"]
         try:
-            wait_healthy(platform, created, hc, params.get("wait_timeout") or platform.boot_seconds)
+            wait_healthy(platform, created, hc, wait)
         except ImmutableInfraError as exc:
             if not exc.details.get("unhealthy"):
                 raise
             summary, output = _health_failure(exc, started)
         else:
-            argv = pytest_argv(python, tests_dir, workdir, host_spec(platform, instance["name"]), junit)
+            extra = ()
+            if vm:
+                address = platform.address(instance, SSH_PORT)
+                wait_ssh(config, address, wait, "instance %s" % instance["name"], runner)
+                extra = ("--ssh-config", config, "--ssh-identity-file", key)
+            argv = pytest_argv(python, tests_dir, workdir, host_spec(platform, instance["name"], address), junit, extra)
             result["command"] = argv
-            env = pytest_env(name, facts, instance["name"], port, platform.address(instance, port))
-            summary, output = run_pytest(argv, env,
-                                         params.get("timeout") or DEFAULT_TIMEOUT, junit, instance["name"], runner)
+            env = pytest_env(name, facts, instance["name"], port, platform.address(instance, port), platform.name, public)
+            summary, output = run_pytest(argv, env, params.get("timeout") or DEFAULT_TIMEOUT, junit,
+                                         host_id(platform, instance["name"], address), runner)
     finally:
         try:
-            result["removed"] = remove_throwaway(platform, app, stack, names)
+            if address:     # the shared SSH connection, before its VM goes
+                runner(_ssh(config, address, "-O", "exit"), check=False, timeout=30, what="ssh -O exit")
+        except ImmutableInfraError:
+            pass
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            try:
+                result["removed"] = remove_throwaway(platform, app, stack, names)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
     status = "passed" if not summary["failures"] else "failed"
     summary.pop("tests", None)
     record = lifecycle.record_test(name, facts["digest"], {

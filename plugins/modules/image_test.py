@@ -24,14 +24,25 @@ description:
   - A version whose tests fail is recorded C(failed) and the task fails naming the failing tests.
   - Tests that cannot run (none found, a collection error, a timeout), an unknown version, a revoked version and
     an unreachable registry are errors; nothing is recorded.
-  - 'The tests get testinfra''s C(host) (the instance, reached as root: on C(podman) through C(podman exec)) and the
-    environment variables C(IMMUTABLE_TEST_NAME), C(IMMUTABLE_TEST_VERSION), C(IMMUTABLE_TEST_DIGEST),
-    C(IMMUTABLE_TEST_REFERENCE), C(IMMUTABLE_TEST_INSTANCE), C(IMMUTABLE_TEST_PORT) (the service port inside) and
-    C(IMMUTABLE_TEST_URL) (where this host reaches the service port, C(http://127.0.0.1:<port>)).'
+  - 'The tests get testinfra''s C(host) (the instance, reached as root: on C(podman) through C(podman exec), on
+    C(libvirt) with SSH) and the environment variables C(IMMUTABLE_TEST_NAME), C(IMMUTABLE_TEST_VERSION),
+    C(IMMUTABLE_TEST_DIGEST), C(IMMUTABLE_TEST_REFERENCE), C(IMMUTABLE_TEST_INSTANCE), C(IMMUTABLE_TEST_PORT) (the
+    service port inside), C(IMMUTABLE_TEST_URL) (where this host reaches the service port,
+    C(http://127.0.0.1:<port>)), C(IMMUTABLE_TEST_PLATFORM) and C(IMMUTABLE_TEST_AUTHORIZED_KEY) (the public key the
+    run gave the instance, empty for a container).'
   - The tests directory is read on the host that runs the module (run it on the controller, as
     C(playbooks/test_image.yml) does).
-  - Only the C(podman) platform is supported for now. A VM image is sealed (no SSH key, no sshd), so testing it on
-    C(libvirt) needs a temporary key; the task refuses it before anything starts.
+  - A VM image (platform C(libvirt)) is sealed - no SSH key, no sshd. Its throwaway VM gets an ed25519 key pair made
+    for the run (in a private temporary directory, removed afterwards, never logged) - the public key through the
+    qemu fw_cfg entry C(opt/immutable/authorized_keys), which makes the guest install it for root and start sshd, and
+    port 22 forwarded on C(127.0.0.1). The tests reach it with testinfra's C(ssh) backend (a temporary ssh_config
+    and known_hosts; the VM's host key is new on every boot), so C(ssh) and C(ssh-keygen) must be installed.
+    Production instances never get a key. The recipe's tests see C(IMMUTABLE_TEST_AUTHORIZED_KEY) and can check
+    that the only key present is the run's own.
+  - A run killed hard (SIGKILL) cannot remove its instance. The stack made for a run names its owner (a tag of this
+    machine, the module's pid and process start time), and every run first removes the instances of O(app) on the
+    platform whose owner is provably dead on this machine - never another machine's, never a live run's, never an
+    instance of a stack given in O(stack).
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -71,8 +82,9 @@ options:
     default: imagetest
   stack:
     description:
-      - The stack name of the throwaway instance. Defaults to a name made for this run.
-      - An app/stack that already has instances is refused.
+      - The stack name of the throwaway instance. Defaults to a name made for this run, naming its owner (see above).
+      - An app/stack that already has instances is refused. An instance of a stack given here is never removed as
+        stale by a later run.
     type: str
   port:
     description: The service port inside the instance. Defaults to the port the image declares (see M(immutable.infra.server_group)).
@@ -104,6 +116,13 @@ EXAMPLES = r"""
     name: web
     version: "3"
     recipe_dir: "{{ playbook_dir }}/../packer/web"
+
+- name: Test version 4 of the web recipe's VM image in a throwaway libvirt VM (reached with a key made for the run)
+  immutable.infra.image_test:
+    name: web-vm
+    version: "4"
+    recipe_dir: "{{ playbook_dir }}/../packer/web"
+    platform: libvirt
 
 - name: Test a version by digest with tests kept elsewhere, for at most 5 minutes
   immutable.infra.image_test:
@@ -178,11 +197,23 @@ test_files:
   type: list
   elements: str
   sample: [test_web.py]
+swept:
+  description: Stale throwaway instances of O(app) removed first (their owner run died on this machine).
+  returned: when an instance was to be started
+  type: list
+  elements: str
+  sample: [imagetest-t2aaf8bbbp14605s2389798-v001-9f8e7d]
+would_sweep:
+  description: The stale throwaway instances a run would remove first.
+  returned: in check mode
+  type: list
+  elements: str
+  sample: []
 instance:
   description: The throwaway instance the tests ran against (removed).
   returned: when an instance was started
   type: str
-  sample: imagetest-t3f9a1c2b4d5e-v001-1a2b3c
+  sample: imagetest-t2aaf8bbbp14605s2389798-v001-1a2b3c
 removed:
   description: Instances removed at the end (the throwaway instance).
   returned: when an instance was to be started
@@ -198,7 +229,7 @@ stack:
   description: Stack of the throwaway instance.
   returned: always
   type: str
-  sample: t3f9a1c2b4d5e
+  sample: t2aaf8bbbp14605s2389798
 command:
   description: The pytest command that ran.
   returned: when the tests ran

@@ -3,17 +3,22 @@ the web recipe's own testinfra tests pass on a web version and the result is
 in the registry (read back with skopeo); a failing outside recipe is recorded
 failed with the failing test's id; a version that never gets healthy is
 recorded failed; the throwaway container is gone afterwards in every case;
-check mode and bad inputs record nothing."""
+check mode and bad inputs record nothing; a run killed with SIGKILL leaves its
+container, which the next run removes (and never a live run's or another
+machine's)."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 
-from conftest import TOP, _collection_import_path, free_port, tags
+from conftest import TOP, _collection_import_path, alive, children, free_port, tags, wait_for
 
 TEST_IMAGE = os.path.join(TOP, "playbooks", "test_image.yml")
 TEST_TASK = "Test the image version"
@@ -177,3 +182,84 @@ def test_a_revoked_version_is_refused(ansible, registry, release_images, stack):
         assert tags(registry, REPO) == before and containers(stack) == []
     finally:
         life.unrevoke(REPO, image["digest"])
+
+
+SLOW_TESTS = '''
+import time
+
+
+def test_slow(host):
+    assert host.user("web").exists
+    time.sleep(600)
+'''
+
+
+def _pytest_children(pid):
+    def cmd(child):
+        try:
+            with open("/proc/%d/cmdline" % child, "rb") as f:
+                return f.read().split(b"\0")
+        except OSError:
+            return []
+    return [c for c in children(pid) if b"pytest" in cmd(c)]
+
+
+def _create_labelled(image, stack):
+    """A created (never started) container labelled as a throwaway instance of `stack`."""
+    name = "imagetest-%s-v001-%s" % (stack, uuid.uuid4().hex[:6])
+    labels = {"app": "imagetest", "stack": stack, "group": "imagetest-%s-v001" % stack, "sequence": "1", "port": "8080"}
+    argv = ["podman", "create", "--tls-verify=false", "--name", name] + [a for k, v in labels.items() for a in ("--label", "infra.immutable.%s=%s" % (k, v))]
+    subprocess.run(argv + [image["reference"]], capture_output=True, text=True, check=True)
+    return name
+
+
+def test_a_run_killed_with_sigkill_leaves_its_container_and_the_next_run_removes_it(
+        ansible, registry, env, release_images, workdir, stack):
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _image_test as it
+    image = release_images["ok3"]
+    recipe = outside_recipe(workdir, {"test_slow.py": SLOW_TESTS})
+    args = os.path.join(workdir, "args-%s.json" % uuid.uuid4().hex[:6])
+    with open(args, "w") as f:
+        json.dump({"ANSIBLE_MODULE_ARGS": {"name": REPO, "version": image["tag"], "recipe_dir": recipe,
+                                           "registry": registry["address"], "wait_timeout": 60}}, f)
+    # A python process running the module's code, as Ansible's worker would; its pid is kept.
+    module = os.path.join(TOP, "plugins", "modules", "image_test.py")
+    proc = subprocess.Popen([sys.executable, module, args], env=dict(env, PYTHONPATH=os.path.join(TOP, ".cache", "collections")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dead_stack = it.owner_stack(proc.pid)
+    assert it.stack_owner(dead_stack)[1]["pid"] == proc.pid
+    # Stale-looking instances that must survive: a live owner's (this test process) and another machine's.
+    live_stack = it.owner_stack()
+    other = "t%sp%ds%d" % (it.machine_tag({"host": "elsewhere", "boot_id": "x", "pid_ns": "y"}), proc.pid, 1)
+    keep = [_create_labelled(image, live_stack), _create_labelled(image, other)]
+    pytest_pids = []
+    try:
+        # Killed while its tests run: the container is up and pytest (its child) is running.
+        wait_for(lambda: (containers(dead_stack) and _pytest_children(proc.pid)) or proc.poll() is not None, 180,
+                 "the module's instance and its pytest")
+        assert proc.poll() is None, "the module ended before it could be killed (rc=%s)" % proc.returncode
+        time.sleep(1)
+        pytest_pids = _pytest_children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        [left] = containers(dead_stack)
+        # The next run removes it first, and only it.
+        run, result = run_test_image(ansible, registry, image, stack)
+        assert run.rc == 0, result
+        assert result["swept"] == [left] and containers(dead_stack) == []
+        assert containers(live_stack) == [keep[0]] and containers(other) == [keep[1]]
+        # In check mode nothing is removed: the live and foreign ones are not even proposed.
+        run, result = run_test_image(ansible, registry, image, stack, check=True)
+        assert run.rc == 0 and keep[0] not in result["would_sweep"] and keep[1] not in result["would_sweep"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pytest_pids:          # pytest, orphaned by the kill: started by this test, killed by pid
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        for s in (dead_stack, live_stack, other):
+            left = containers(s)
+            if left:
+                subprocess.run(["podman", "rm", "-f", "-t", "0"] + left, capture_output=True, check=False)

@@ -34,6 +34,13 @@ def image():
 
 
 @pytest.fixture(scope="session")
+def run_key():
+    """The public key the test run itself gave the instance to reach it ('' when none: a
+    container is reached without SSH; a VM gets a key made for the run, sshd starts with it)."""
+    return os.environ.get("IMMUTABLE_TEST_AUTHORIZED_KEY", "").strip()
+
+
+@pytest.fixture(scope="session")
 def http_get(image):
     """GET a path of the service from the controller: (status, body)."""
     def get(path):

@@ -9,12 +9,14 @@ import http.server
 import os
 import sys
 import textwrap
+import subprocess
+import tempfile
 import threading
 
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils import _image_test as it
-from ansible_collections.immutable.infra.plugins.module_utils import _lifecycle
+from ansible_collections.immutable.infra.plugins.module_utils import _lease, _lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import Platform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
@@ -205,14 +207,14 @@ class FakePlatform(Platform):
 
 
 class FakeLifecycle:
-    def __init__(self, revoked=None):
-        self.revoked, self.records = revoked, []
+    def __init__(self, revoked=None, fmt="container"):
+        self.revoked, self.records, self.fmt = revoked, [], fmt
 
     def version(self, name, version=None, digest=None):
         if version not in (None, "3") or digest not in (None, DIGEST):
             raise ImmutableInfraError("unknown image version %s:%s" % (name, version or digest))
         return {"version": "3", "tag": "3", "digest": DIGEST, "reference": "127.0.0.1:5000/web@" + DIGEST,
-                "repository": "127.0.0.1:5000/web", "format": "container", "labels": {}}
+                "repository": "127.0.0.1:5000/web", "format": self.fmt, "labels": {}}
 
     def revocation(self, name, digest):
         return self.revoked
@@ -311,10 +313,123 @@ def test_refusals_start_nothing(tmp_path, service):
         assert platform.created == [] and life.records == []
 
 
-def test_vm_platforms_are_refused_before_anything_starts(tmp_path, service):
+def test_a_platform_it_cannot_reach_is_refused_before_anything_starts(tmp_path, service):
     tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
     platform = FakePlatform(service)
-    platform.name, platform.image_format = "libvirt", "container"
-    with pytest.raises(ImmutableInfraError, match="platform libvirt yet: VM images are sealed"):
+    platform.name = "cloud"
+    with pytest.raises(ImmutableInfraError, match="cannot reach instances of platform cloud"):
         it.run_image_test(params(tests), FakeLifecycle(), None, platform)
     assert platform.created == []
+
+
+# ------------------------------------------------------------------ VMs: a key for the run, SSH
+class FakeVmPlatform(FakePlatform):
+    name, image_format = "libvirt", "vm"
+
+    def create_instances(self, specs):
+        out = super().create_instances(specs)
+        for inst in out:        # port 22 forwarded to a loopback port nothing listens on
+            inst["ports"][22] = free_port()
+        self.specs = specs
+        return out
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_vm_gets_a_key_made_for_the_run_and_ssh_forwarded_and_everything_goes_when_ssh_never_answers(
+        tmp_path, service):
+    tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
+    platform, life = FakeVmPlatform(service), FakeLifecycle(fmt="vm")
+    with pytest.raises(ImmutableInfraError, match=r"does not answer SSH on 127\.0\.0\.1:\d+ within 2s") as exc:
+        it.run_image_test(params(tests), life, None, platform)
+    [spec] = platform.specs
+    assert spec["extra_ports"] == [22] and spec["port"] == 8080
+    [key] = spec["authorized_keys"]
+    assert key.startswith("ssh-ed25519 ") and key.endswith(" immutable-infra-image-test")
+    assert "PRIVATE" not in repr(exc.value.msg) + repr(exc.value.details)
+    # Nothing recorded, the VM removed, the key pair gone with the run's directory.
+    assert life.records == [] and not platform.live and platform.destroyed == platform.created
+    assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("immutable-image-test-")
+                and os.path.exists(os.path.join(tempfile.gettempdir(), d, "id_ed25519.pub"))
+                and open(os.path.join(tempfile.gettempdir(), d, "id_ed25519.pub")).read().strip() == key]
+
+
+def test_a_container_platform_gets_no_key_and_no_ssh(tmp_path, service):
+    tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
+    platform = FakePlatform(service)
+    seen = []
+    real = platform.create_instances
+    platform.create_instances = lambda specs: seen.extend(specs) or real(specs)
+    result = it.run_image_test(params(tests), FakeLifecycle(), None, platform)
+    assert "authorized_keys" not in seen[0] and seen[0]["extra_ports"] == []
+    assert "--ssh-identity-file" not in result["command"]
+
+
+def test_the_vm_is_reached_with_the_ssh_backend_its_own_config_and_key(tmp_path):
+    config = it.ssh_config(str(tmp_path), str(tmp_path / "id_ed25519"))
+    text = open(config).read()
+    for line in ("IdentityFile %s/id_ed25519" % tmp_path, "IdentitiesOnly yes", "StrictHostKeyChecking no",
+                 "UserKnownHostsFile %s/known_hosts" % tmp_path, "BatchMode yes", "User root"):
+        assert "\n  %s\n" % line in text, text
+    vm = FakeVmPlatform()
+    assert it.host_spec(vm, "i", ("127.0.0.1", 40022)) == "ssh://root@127.0.0.1:40022"
+    assert it.host_id(vm, "i", ("127.0.0.1", 40022)) == "127.0.0.1"
+    assert it.host_spec(FakePlatform(), "i") == "podman://root@i" and it.host_id(FakePlatform(), "i") == "i"
+    xml = ('<testsuite tests="1" failures="1"><testcase classname="test_web" file="test_web.py" '
+           'name="test_a[ssh://127.0.0.1-authorized_keys]"><failure/></testcase></testsuite>')
+    assert it.parse_junit(xml, "127.0.0.1")["failures"] == ["test_web.py::test_a[authorized_keys]"]
+
+
+def test_check_mode_on_a_vm_says_it_would_use_ssh(tmp_path, service):
+    tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
+    platform = FakeVmPlatform(service)
+    result = it.run_image_test(params(tests), FakeLifecycle(fmt="vm"), None, platform, check_mode=True)
+    assert "ssh://root@127.0.0.1:<port>" in result["would_run"] and "--ssh-identity-file" in result["would_run"]
+    assert platform.created == []
+
+
+# ------------------------------------------------------------------ stale throwaway instances
+def test_the_stack_made_for_a_run_names_its_owner_on_this_machine():
+    stack = it.owner_stack()
+    tag, owner = it.stack_owner(stack)
+    assert tag == it.machine_tag() and owner["pid"] == os.getpid()
+    assert _lease.owner_status(owner) == "alive" and len(stack) <= 31
+    assert it.stack_owner("prod") is None and it.stack_owner("t" + "a" * 12) is None
+
+
+def test_only_instances_of_dead_owners_on_this_machine_are_stale():
+    here, other = it.machine_tag(), it.machine_tag({"host": "elsewhere", "boot_id": "b", "pid_ns": "p"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_stack = it.owner_stack(dead.pid) if dead.poll() is None else None
+    dead.wait()
+    me = it.owner_stack()
+    _tag, mine = it.stack_owner(me)
+    reused = "t%sp%ds%d" % (here, mine["pid"], mine["start"] + 1)       # this pid, another start: pid reused
+    instances = [{"name": "a", "stack": me}, {"name": "b", "stack": reused},
+                 {"name": "c", "stack": "t%sp%ds%d" % (other, mine["pid"], mine["start"] + 1)},
+                 {"name": "d", "stack": "prod"}, {"name": "e", "stack": None}]
+    if dead_stack:
+        instances.append({"name": "f", "stack": dead_stack})
+    assert it.stale(instances) == ["b"] + (["f"] if dead_stack else [])
+    assert it.stale(instances, here=other) == ["c"]
+
+
+def test_each_run_first_removes_the_stale_instances_of_its_app_and_no_other(tmp_path, service):
+    tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
+    _tag, mine = it.stack_owner(it.owner_stack())
+    gone = "t%sp%ds%d" % (it.machine_tag(), mine["pid"], mine["start"] + 1)
+    live = it.owner_stack()
+    existing = [{"name": "imagetest-%s-v001-x" % gone, "app": "imagetest", "stack": gone},
+                {"name": "imagetest-%s-v001-y" % live, "app": "imagetest", "stack": live},
+                {"name": "shop-%s-v001-z" % gone, "app": "shop", "stack": gone}]
+    platform = FakePlatform(service, existing=existing)
+    checked = it.run_image_test(params(tests, stack="mine"), FakeLifecycle(), None, platform, check_mode=True)
+    assert checked["would_sweep"] == [existing[0]["name"]] and platform.destroyed == []
+    result = it.run_image_test(params(tests, stack="mine"), FakeLifecycle(), None, platform)
+    assert result["swept"] == [existing[0]["name"]]
+    assert set(platform.live) == {existing[1]["name"], existing[2]["name"]}
