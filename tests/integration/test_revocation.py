@@ -92,7 +92,8 @@ def test_revoke_with_cascade_then_release_promote_bake_and_rollback_are_refused(
     assert res["msg"].startswith("cannot bake on %s:1: image version %s:1 (%s) is revoked: %s (revoked by alice at "
                                  % (parent, parent, doomed["p1"], REASON)), res["msg"]
     assert "packer_seconds" not in res and "log_file" not in res and res.get("revocation", {}).get("reason") == REASON
-    assert tags(registry, child) == child_tags and bake_containers() == []
+    assert tags(registry, child) == child_tags
+    assert not [c for c in bake_containers() if c.startswith("immutable-bake-%s-" % child)]     # none started
 
     # Promote it: refused by the promotion module, no channel written.
     if os.path.exists(os.path.join(TOP, "plugins", "modules", "image_channel.py")):
