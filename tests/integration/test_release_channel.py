@@ -37,6 +37,7 @@ def test_release_by_channel_records_channel_and_digest_and_refuses_a_revoked_tar
     labels = json.loads(subprocess.run(["podman", "inspect", "--format", "{{json .Config.Labels}}", instance_names(app)[0]],
                                        capture_output=True, text=True, check=True).stdout)
     assert labels["infra.immutable.image-digest"] == c1["digest"]
+    assert labels["infra.immutable.channel"] == "production"        # the instance itself says how it was released
 
     again = ansible.playbook(RELEASE, by_channel)                   # the same target again: nothing to do
     assert again.rc == 0 and again.changed == 0, again.doc["stats"]

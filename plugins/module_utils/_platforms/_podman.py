@@ -166,6 +166,8 @@ class PodmanPlatform(Platform):
             argv += ["-p", "127.0.0.1::%d" % port]
         for key, value in labels.items():
             argv += ["--label", "%s%s=%s" % (LABEL_PREFIX, key, value)]
+        for key, value in sorted((spec.get("labels") or {}).items()):      # more facts, e.g. the channel released
+            argv += ["--label", "%s=%s" % (key, value)]
         env = {"INSTANCE_ID": name, "ZONE": spec["zone"]}
         env.update(spec.get("env") or {})
         for key, value in sorted(env.items()):
