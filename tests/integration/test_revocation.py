@@ -42,7 +42,7 @@ def test_revoke_with_cascade_then_release_promote_bake_and_rollback_are_refused(
         assert run.rc == 0 and endpoint_version(port)["message"] == message, run.stderr[-3000:]
     v1, v2 = "%s-prod-v001" % app, "%s-prod-v002" % app
 
-    revoke = {"revoke_name": parent, "revoke_version": "1", "revoke_reason": REASON, "revoke_cascade": True,
+    revoke = {"image": parent, "version": "1", "revoke_reason": REASON, "revoke_cascade": True,
               "catalog_registry": registry["address"]}
     planned = ansible.playbook(REVOKE, revoke, check=True, diff=True)
     assert planned.rc == 0, planned.stderr[-3000:]
