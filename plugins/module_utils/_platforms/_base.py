@@ -37,7 +37,10 @@ A create spec (one per new instance) has app, stack, group, sequence, image
 (reference pinned by digest), image_digest, image_version, zone, port,
 extra_ports (more ports to forward, e.g. a separate health port; image_test
 adds 22 for SSH into a VM), env ({NAME: value} for the service) and
-stop_timeout. Optional: authorized_keys (OpenSSH public keys, a list or one
+stop_timeout. Optional: labels ({full label name: value}, more facts the
+instance carries beside its identity, read back in the record's labels, e.g.
+the channel it was released from or the owner of image_test's throwaway
+instance), authorized_keys (OpenSSH public keys, a list or one
 text) that a VM installs for root, starting sshd (libvirt: fw_cfg
 opt/immutable/authorized_keys, as at bake time); only image_test sets it, for
 its throwaway VM; a production instance never gets a key. Container platforms

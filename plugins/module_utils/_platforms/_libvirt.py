@@ -51,7 +51,7 @@ def _int(value, default=0):
 
 
 def identity(name, spec, ports, created):
-    """The metadata labels of a new instance: {infra.immutable.<key>: str}."""
+    """The metadata labels of a new instance: {infra.immutable.<key>: str}, and the spec's labels."""
     values = {
         "app": spec["app"], "stack": spec["stack"], "group": spec["group"], "sequence": spec["sequence"],
         "image": spec["image"], "image-digest": spec["image_digest"], "image-version": spec["image_version"],
@@ -60,7 +60,10 @@ def identity(name, spec, ports, created):
         PORTS: ",".join("%d:%d" % (p, h) for p, h in sorted(ports.items())),
         CREATED: created,
     }
-    return {LABEL_PREFIX + k: str(v) for k, v in values.items()}
+    labels = {LABEL_PREFIX + k: str(v) for k, v in values.items()}
+    for key, value in sorted((spec.get("labels") or {}).items()):     # more facts; never over the identity
+        labels.setdefault(str(key), str(value))
+    return labels
 
 
 def fwcfg_entries(name, spec):

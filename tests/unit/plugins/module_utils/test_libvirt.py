@@ -94,6 +94,13 @@ def test_a_spec_with_authorized_keys_gives_them_through_fw_cfg_and_ssh_is_forwar
     assert "opt/immutable/authorized_keys" not in dict(lv.fwcfg_entries(NAME, dict(SPEC, authorized_keys=None)))
 
 
+def test_a_specs_labels_are_kept_in_the_metadata_and_never_over_the_identity():
+    spec = dict(SPEC, labels={"infra.immutable.owner": '{"pid":7}', "infra.immutable.app": "other"})
+    inst = lv.parse_domain(lv.domain_xml(NAME, spec, IMAGE, "/s/o.qcow2", "/s/c.log", PORTS), "running")
+    assert inst["labels"]["infra.immutable.owner"] == '{"pid":7}'
+    assert inst["app"] == "shop" and inst["labels"]["infra.immutable.app"] == "shop"
+
+
 @pytest.mark.parametrize("keys", [["-----BEGIN OPENSSH PRIVATE KEY-----"], "not a key", [KEY, "x y"], "\n"])
 def test_what_is_not_a_public_key_is_refused(keys):
     with pytest.raises(ImmutableInfraError, match="give OpenSSH public keys"):
