@@ -23,18 +23,16 @@ create spec's authorized_keys, and port 22 forwarded on 127.0.0.1; pytest
 reaches it with testinfra's ssh backend (a temporary ssh_config and
 known_hosts). Production instances never get a key.
 
-Stale throwaway instances: the stack made for a run names its owner, the
-module's process on this machine (a machine tag over host, boot id and pid
-namespace, then pid and process start time, as release leases identify an
-owner: _lease). A run killed with SIGKILL cannot remove its instance, so each
-run first removes the instances of its app on the platform whose owner is
-provably dead on this machine (process gone or pid reused); never another
-machine's, never a live run's, never a stack given by the caller.
+Stale throwaway instances: a throwaway instance is labelled (LABEL_OWNER) with
+its owner, the module's process: host, boot id, pid namespace, pid and process
+start time, as release leases identify an owner (_lease). A run killed with
+SIGKILL cannot remove its instance, so each run first removes the instances of
+its app on the platform whose owner is provably dead on this machine (process
+gone or pid reused); never another machine's, never a live run's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -46,7 +44,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.immutable.infra.plugins.module_utils import _lease, _lifecycle
-from ansible_collections.immutable.infra.plugins.module_utils._names import NAME_RE, check_name, group_name
+from ansible_collections.immutable.infra.plugins.module_utils._names import LABEL_PREFIX, check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._packer import tree_digest
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import (
@@ -63,8 +61,9 @@ DEFAULT_TIMEOUT = 900
 OUTPUT_LINES = 60
 _CHECK_PLACEHOLDER = "<instance>"
 SSH_PORT = 22
-# t<machine tag>p<pid>s<start ticks>: a stack that names the run's owner.
-OWNER_STACK = re.compile(r"^t([0-9a-f]{8})p([0-9]+)s([0-9]+)$")
+# The owner of a throwaway instance: {host, boot_id, pid_ns, pid, start} as compact JSON.
+LABEL_OWNER = LABEL_PREFIX + "owner"
+OWNER_KEYS = ("host", "boot_id", "pid_ns", "pid", "start")
 
 
 # ------------------------------------------------------------------ the tests directory
@@ -108,33 +107,30 @@ def testinfra_missing(python):
 
 
 # ------------------------------------------------------------------ the owner of a throwaway instance
-def machine_tag(where=None):
-    """8 hex digits naming this machine (host, boot id, pid namespace: where a pid means something)."""
-    where = where or _lease.machine()
-    text = json.dumps([where.get(k) for k in ("host", "boot_id", "pid_ns")])
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def owner_stack(pid=None):
-    """A stack made for a run, naming its owner (this process); a random one if it does not fit a stack name."""
+def owner_label(pid=None):
+    """The LABEL_OWNER value naming a process (default: this one) as _lease identifies an owner."""
     ident = _lease.identity(pid or os.getpid())
-    stack = "t%sp%ds%d" % (machine_tag(ident), ident["pid"], ident["start"]) if ident else ""
-    return stack if NAME_RE.match(stack) else "t" + uuid.uuid4().hex[:12]
+    if ident is None:
+        raise ImmutableInfraError("process %s is gone: it cannot own a throwaway instance" % pid)
+    return json.dumps({k: ident[k] for k in OWNER_KEYS}, sort_keys=True, separators=(",", ":"))
 
 
-def stack_owner(stack):
-    """(machine tag, {pid, start}) of a stack made by owner_stack, else None."""
-    m = OWNER_STACK.match(stack or "")
-    return (m.group(1), {"pid": int(m.group(2)), "start": int(m.group(3))}) if m else None
+def instance_owner(instance):
+    """The owner an instance's LABEL_OWNER names, or None (not a throwaway instance, or unreadable)."""
+    try:
+        owner = json.loads((instance.get("labels") or {}).get(LABEL_OWNER) or "null")
+    except ValueError:
+        return None
+    return owner if isinstance(owner, dict) and all(k in owner for k in OWNER_KEYS) else None
 
 
 def stale(instances, here=None, status=_lease.owner_status):
-    """Names of the instances whose owner is provably dead on this machine."""
-    here = here or machine_tag()
+    """Names of the instances whose owner is provably dead on this machine (gone, or its pid reused)."""
+    here = here or _lease.machine()
     found = []
     for inst in instances:
-        owner = stack_owner(inst.get("stack"))
-        if owner and owner[0] == here and status(owner[1]) in ("gone", "reused"):
+        owner = instance_owner(inst)
+        if owner and _lease.same_machine(owner, here) and status(owner) in ("gone", "reused"):
             found.append(inst["name"])
     return sorted(found)
 
@@ -327,7 +323,7 @@ def _refuse_revoked(lifecycle, name, facts):
 
 
 def _throwaway(platform, app, stack):
-    app, stack = check_name("app", app), check_name("stack", stack or owner_stack())
+    app, stack = check_name("app", app), check_name("stack", stack or "t" + uuid.uuid4().hex[:12])
     existing = platform.list_instances(app=app, stack=stack)
     if existing:
         raise ImmutableInfraError("app %s stack %s already has instances (%s): image_test starts its own throwaway "
@@ -387,7 +383,7 @@ def run_image_test(params, lifecycle, catalog, platform, check_mode=False, pytho
     spec = {"app": app, "stack": stack, "group": group, "sequence": 1, "image": facts["reference"],
             "image_digest": facts["digest"], "image_version": facts.get("version") or facts.get("tag") or "",
             "zone": "test", "port": port, "extra_ports": sorted(({hc["port"]} | ({SSH_PORT} if vm else set())) - {port}),
-            "env": params.get("env") or {}, "stop_timeout": 0}
+            "env": params.get("env") or {}, "stop_timeout": 0, "labels": {LABEL_OWNER: owner_label()}}
     workdir = tempfile.mkdtemp(prefix="immutable-image-test-")
     junit = os.path.join(workdir, "junit.xml")
     started, names, output, key, public, config, address = time.monotonic(), [], "", None, "", None, None

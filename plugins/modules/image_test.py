@@ -39,10 +39,10 @@ description:
     and known_hosts; the VM's host key is new on every boot), so C(ssh) and C(ssh-keygen) must be installed.
     Production instances never get a key. The recipe's tests see C(IMMUTABLE_TEST_AUTHORIZED_KEY) and can check
     that the only key present is the run's own.
-  - A run killed hard (SIGKILL) cannot remove its instance. The stack made for a run names its owner (a tag of this
-    machine, the module's pid and process start time), and every run first removes the instances of O(app) on the
-    platform whose owner is provably dead on this machine - never another machine's, never a live run's, never an
-    instance of a stack given in O(stack).
+  - A run killed hard (SIGKILL) cannot remove its instance. A throwaway instance is labelled C(infra.immutable.owner)
+    with its owner (host, boot id, pid namespace, pid and process start time of the module's process, as release
+    leases name theirs), and every run first removes the instances of O(app) on the platform whose owner is provably
+    dead on this machine - never another machine's, never a live run's.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -82,9 +82,8 @@ options:
     default: imagetest
   stack:
     description:
-      - The stack name of the throwaway instance. Defaults to a name made for this run, naming its owner (see above).
-      - An app/stack that already has instances is refused. An instance of a stack given here is never removed as
-        stale by a later run.
+      - The stack name of the throwaway instance. Defaults to a name made for this run.
+      - An app/stack that already has instances is refused.
     type: str
   port:
     description: The service port inside the instance. Defaults to the port the image declares (see M(immutable.infra.server_group)).
@@ -202,7 +201,7 @@ swept:
   returned: when an instance was to be started
   type: list
   elements: str
-  sample: [imagetest-t2aaf8bbbp14605s2389798-v001-9f8e7d]
+  sample: [imagetest-t0c1d2e3f4a5b-v001-9f8e7d]
 would_sweep:
   description: The stale throwaway instances a run would remove first.
   returned: in check mode
@@ -213,7 +212,7 @@ instance:
   description: The throwaway instance the tests ran against (removed).
   returned: when an instance was started
   type: str
-  sample: imagetest-t2aaf8bbbp14605s2389798-v001-1a2b3c
+  sample: imagetest-t3f9a1c2b4d5e-v001-1a2b3c
 removed:
   description: Instances removed at the end (the throwaway instance).
   returned: when an instance was to be started
@@ -229,7 +228,7 @@ stack:
   description: Stack of the throwaway instance.
   returned: always
   type: str
-  sample: t2aaf8bbbp14605s2389798
+  sample: t3f9a1c2b4d5e
 command:
   description: The pytest command that ran.
   returned: when the tests ran

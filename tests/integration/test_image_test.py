@@ -204,11 +204,22 @@ def _pytest_children(pid):
     return [c for c in children(pid) if b"pytest" in cmd(c)]
 
 
-def _create_labelled(image, stack):
-    """A created (never started) container labelled as a throwaway instance of `stack`."""
+def owned(owner):
+    """Names of the imagetest containers (any state) labelled with this owner."""
+    proc = subprocess.run(["podman", "ps", "-a", "--format", "json", "--filter", "label=infra.immutable.app=imagetest"],
+                          capture_output=True, text=True, check=True)
+    return sorted(c["Names"][0] for c in json.loads(proc.stdout or "[]")
+                  if (c.get("Labels") or {}).get("infra.immutable.owner") == owner)
+
+
+def _create_labelled(image, owner):
+    """A created (never started) container labelled as a throwaway instance of `owner`."""
+    stack = "t" + uuid.uuid4().hex[:10]
     name = "imagetest-%s-v001-%s" % (stack, uuid.uuid4().hex[:6])
-    labels = {"app": "imagetest", "stack": stack, "group": "imagetest-%s-v001" % stack, "sequence": "1", "port": "8080"}
-    argv = ["podman", "create", "--tls-verify=false", "--name", name] + [a for k, v in labels.items() for a in ("--label", "infra.immutable.%s=%s" % (k, v))]
+    labels = {"app": "imagetest", "stack": stack, "group": "imagetest-%s-v001" % stack, "sequence": "1", "port": "8080",
+              "owner": owner}
+    argv = ["podman", "create", "--tls-verify=false", "--name", name]
+    argv += [a for k, v in labels.items() for a in ("--label", "infra.immutable.%s=%s" % (k, v))]
     subprocess.run(argv + [image["reference"]], capture_output=True, text=True, check=True)
     return name
 
@@ -227,28 +238,28 @@ def test_a_run_killed_with_sigkill_leaves_its_container_and_the_next_run_removes
     module = os.path.join(TOP, "plugins", "modules", "image_test.py")
     proc = subprocess.Popen([sys.executable, module, args], env=dict(env, PYTHONPATH=os.path.join(TOP, ".cache", "collections")),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dead_stack = it.owner_stack(proc.pid)
-    assert it.stack_owner(dead_stack)[1]["pid"] == proc.pid
-    # Stale-looking instances that must survive: a live owner's (this test process) and another machine's.
-    live_stack = it.owner_stack()
-    other = "t%sp%ds%d" % (it.machine_tag({"host": "elsewhere", "boot_id": "x", "pid_ns": "y"}), proc.pid, 1)
-    keep = [_create_labelled(image, live_stack), _create_labelled(image, other)]
+    dead_owner = it.owner_label(proc.pid)
+    assert json.loads(dead_owner)["pid"] == proc.pid
+    # Instances that must survive: a live owner's (this test process) and another machine's (a dead pid there).
+    live_owner = it.owner_label()
+    other = json.dumps(dict(json.loads(dead_owner), host="elsewhere"), sort_keys=True, separators=(",", ":"))
+    keep = [_create_labelled(image, live_owner), _create_labelled(image, other)]
     pytest_pids = []
     try:
         # Killed while its tests run: the container is up and pytest (its child) is running.
-        wait_for(lambda: (containers(dead_stack) and _pytest_children(proc.pid)) or proc.poll() is not None, 180,
+        wait_for(lambda: (owned(dead_owner) and _pytest_children(proc.pid)) or proc.poll() is not None, 180,
                  "the module's instance and its pytest")
         assert proc.poll() is None, "the module ended before it could be killed (rc=%s)" % proc.returncode
         time.sleep(1)
         pytest_pids = _pytest_children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        [left] = containers(dead_stack)
+        [left] = owned(dead_owner)
         # The next run removes it first, and only it.
         run, result = run_test_image(ansible, registry, image, stack)
         assert run.rc == 0, result
-        assert result["swept"] == [left] and containers(dead_stack) == []
-        assert containers(live_stack) == [keep[0]] and containers(other) == [keep[1]]
+        assert result["swept"] == [left] and owned(dead_owner) == []
+        assert owned(live_owner) == [keep[0]] and owned(other) == [keep[1]]
         # In check mode nothing is removed: the live and foreign ones are not even proposed.
         run, result = run_test_image(ansible, registry, image, stack, check=True)
         assert run.rc == 0 and keep[0] not in result["would_sweep"] and keep[1] not in result["would_sweep"]
@@ -259,7 +270,7 @@ def test_a_run_killed_with_sigkill_leaves_its_container_and_the_next_run_removes
         for pid in pytest_pids:          # pytest, orphaned by the kill: started by this test, killed by pid
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        for s in (dead_stack, live_stack, other):
-            left = containers(s)
+        for owner in (dead_owner, live_owner, other):
+            left = owned(owner)
             if left:
                 subprocess.run(["podman", "rm", "-f", "-t", "0"] + left, capture_output=True, check=False)

@@ -6,6 +6,7 @@ a revoked version and check mode record nothing."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import sys
 import textwrap
@@ -394,42 +395,52 @@ def test_check_mode_on_a_vm_says_it_would_use_ssh(tmp_path, service):
 
 
 # ------------------------------------------------------------------ stale throwaway instances
-def test_the_stack_made_for_a_run_names_its_owner_on_this_machine():
-    stack = it.owner_stack()
-    tag, owner = it.stack_owner(stack)
-    assert tag == it.machine_tag() and owner["pid"] == os.getpid()
-    assert _lease.owner_status(owner) == "alive" and len(stack) <= 31
-    assert it.stack_owner("prod") is None and it.stack_owner("t" + "a" * 12) is None
+def labelled(name, owner, app="imagetest"):
+    return {"name": name, "app": app, "stack": name.split("-")[1],
+            "labels": {it.LABEL_OWNER: owner if isinstance(owner, str) else json.dumps(owner)}}
+
+
+def test_a_throwaway_instance_is_labelled_with_its_owner_this_process(tmp_path, service):
+    owner = json.loads(it.owner_label())
+    assert owner["pid"] == os.getpid() and _lease.same_machine(owner, _lease.machine())
+    assert _lease.owner_status(owner) == "alive" and set(owner) == set(it.OWNER_KEYS)
+    tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
+    platform, seen = FakePlatform(service), []
+    real = platform.create_instances
+    platform.create_instances = lambda specs: seen.extend(specs) or real(specs)
+    it.run_image_test(params(tests), FakeLifecycle(), None, platform)
+    assert json.loads(seen[0]["labels"][it.LABEL_OWNER]) == owner
 
 
 def test_only_instances_of_dead_owners_on_this_machine_are_stale():
-    here, other = it.machine_tag(), it.machine_tag({"host": "elsewhere", "boot_id": "b", "pid_ns": "p"})
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_stack = it.owner_stack(dead.pid) if dead.poll() is None else None
-    dead.wait()
-    me = it.owner_stack()
-    _tag, mine = it.stack_owner(me)
-    reused = "t%sp%ds%d" % (here, mine["pid"], mine["start"] + 1)       # this pid, another start: pid reused
-    instances = [{"name": "a", "stack": me}, {"name": "b", "stack": reused},
-                 {"name": "c", "stack": "t%sp%ds%d" % (other, mine["pid"], mine["start"] + 1)},
-                 {"name": "d", "stack": "prod"}, {"name": "e", "stack": None}]
-    if dead_stack:
-        instances.append({"name": "f", "stack": dead_stack})
-    assert it.stale(instances) == ["b"] + (["f"] if dead_stack else [])
-    assert it.stale(instances, here=other) == ["c"]
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        dead_owner = json.loads(it.owner_label(dead.pid))
+    finally:
+        dead.kill()
+        dead.wait()
+    me = json.loads(it.owner_label())
+    here = _lease.machine()
+    elsewhere = dict(me, host="elsewhere", start=me["start"] + 1)
+    instances = [labelled("imagetest-a-v001-1", me), labelled("imagetest-b-v001-1", dict(me, start=me["start"] + 1)),
+                 labelled("imagetest-c-v001-1", elsewhere), labelled("imagetest-d-v001-1", dead_owner),
+                 labelled("imagetest-e-v001-1", dict(dead_owner, boot_id="another boot")),
+                 labelled("imagetest-f-v001-1", "not json"), labelled("imagetest-g-v001-1", {"pid": 1}),
+                 {"name": "imagetest-h-v001-1", "labels": {}}, {"name": "imagetest-i-v001-1"}]
+    # Gone (d) and pid reused (b) on this machine; never a live owner's (a), another machine's or boot's (c, e).
+    assert it.stale(instances, here) == ["imagetest-b-v001-1", "imagetest-d-v001-1"]
+    assert it.stale(instances, dict(here, host="elsewhere")) == ["imagetest-c-v001-1"]
 
 
 def test_each_run_first_removes_the_stale_instances_of_its_app_and_no_other(tmp_path, service):
     tests = write_tests(tmp_path / "tests", {"test_p.py": PASSING})
-    _tag, mine = it.stack_owner(it.owner_stack())
-    gone = "t%sp%ds%d" % (it.machine_tag(), mine["pid"], mine["start"] + 1)
-    live = it.owner_stack()
-    existing = [{"name": "imagetest-%s-v001-x" % gone, "app": "imagetest", "stack": gone},
-                {"name": "imagetest-%s-v001-y" % live, "app": "imagetest", "stack": live},
-                {"name": "shop-%s-v001-z" % gone, "app": "shop", "stack": gone}]
+    me = json.loads(it.owner_label())
+    gone = dict(me, start=me["start"] + 1)
+    existing = [labelled("imagetest-x-v001-1", gone), labelled("imagetest-y-v001-1", me),
+                labelled("shop-z-v001-1", gone, app="shop")]
     platform = FakePlatform(service, existing=existing)
     checked = it.run_image_test(params(tests, stack="mine"), FakeLifecycle(), None, platform, check_mode=True)
-    assert checked["would_sweep"] == [existing[0]["name"]] and platform.destroyed == []
+    assert checked["would_sweep"] == ["imagetest-x-v001-1"] and platform.destroyed == []
     result = it.run_image_test(params(tests, stack="mine"), FakeLifecycle(), None, platform)
-    assert result["swept"] == [existing[0]["name"]]
-    assert set(platform.live) == {existing[1]["name"], existing[2]["name"]}
+    assert result["swept"] == ["imagetest-x-v001-1"]
+    assert set(platform.live) == {"imagetest-y-v001-1", "shop-z-v001-1"}
