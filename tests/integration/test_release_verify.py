@@ -4,13 +4,15 @@ sees the errors, puts the old group back at once, and the release removes (or
 keeps) the failed group. Also check mode: the plan, and nothing changed."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 
 import pytest
 
 from conftest import (RELEASE, TOP, Load, endpoint_version, free_port, group_names, instance_names, live_weights,
-                      live_weights_only, release_vars, traffic)
+                      live_weights_only, move_channel, release_vars, traffic)
 
 WINDOW = 60      # seconds; the window must end long before, at the first errors
 
@@ -123,3 +125,22 @@ def test_release_check_mode_shows_the_plan_and_changes_nothing(ansible, registry
     assert switch["changed"] and switch["diff"]["after"]["groups"] == {v2: 0, v3: 100}
     assert instance_names(app) == instances and live_weights_only(env, app) == weights
     assert traffic(ansible, app)["groups"].keys() == ep["groups"].keys() and endpoint_version(port)["message"] == "r2"
+
+
+def test_failing_release_by_channel_names_the_channel_to_move_back(ansible, registry, failing_image, apps, env, workdir):
+    """The failure after the switch, released by channel: traffic goes back, and the error says the
+    channel still points at the failing version and how to move it back (the next release by channel
+    would bring it again)."""
+    app, port = apps(), free_port()
+    assert ansible.playbook(RELEASE, release_vars(registry, app, "relweb:1", port)).rc == 0
+    digest = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "docker://%s/%s" % (registry["address"], failing_image)],
+        capture_output=True, text=True, check=True).stdout)["Digest"]
+    move_channel(env, registry, "relweb", app, digest)
+    run, _report, _took = release_failing_under_load(ansible, registry, app, port, "relweb", workdir, channel=app)
+    assert run.rc != 0
+    msg = run.result("Fail with the reason")["msg"]
+    assert "failed and was rolled back (traffic stays on %s-prod-v001)" % app in msg, msg
+    assert "Channel %s of relweb still points at the version that failed (%s)" % (app, digest) in msg, msg
+    assert "promote.yml -e image=relweb -e channel=%s -e promote_rollback=true" % app in msg, msg
+    assert_back_on_v001(ansible, env, app, port)
