@@ -7,6 +7,8 @@ registry's garbage collection, and the kept versions are still served whole."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +16,7 @@ import time
 import urllib.request
 import uuid
 
-from conftest import RELEASE, TOP, free_port, push_test_image, release_vars, tags
+from conftest import RELEASE, TOP, alive, children, free_port, push_test_image, release_vars, start_release, tags, wait_for
 
 PRUNE = os.path.join(TOP, "playbooks", "prune.yml")
 OLD = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400))
@@ -136,7 +138,7 @@ def test_nothing_in_use_is_deleted(ansible, registry, release_images, apps, env)
     assert "CHECK MODE" in run.result("Say that this run only shows the plan")["msg"]
     assert {k[1] for k, v in plan.items() if v["action"] == "would_delete" and k[0] == r} == {"1", "4", "7"}
     assert {n: tags(registry, n) for n in (r, child)} == before
-    assert not ran(run, "Run the registry's garbage collection")
+    assert not ran(run, "Collect garbage in the project's registry")
 
     def reasons(key):
         return " | ".join(plan[(r, version[key])]["reasons"])
@@ -156,9 +158,12 @@ def test_nothing_in_use_is_deleted(ansible, registry, release_images, apps, env)
     done, res = outcome(run)
     assert sorted(res["deleted"]) == sorted("%s/%s@%s" % (registry["address"], r, d[k])
                                             for k in ("unused", "history_old", "unused2"))
-    assert run.result("Run the registry's garbage collection")["rc"] == 0
-    freed = run.result("Measure what the garbage collection freed")["ansible_facts"]["prune_gc_freed"]
-    assert int(freed["blobs"]) >= 6 and int(freed["bytes"]) > 0, freed      # a layer and a config each
+    gc = run.result("Collect garbage in the project's registry")
+    assert gc["owned"] and gc["changed"] and gc["rc"] == 0, gc
+    assert gc["freed_blobs"] >= 6 and gc["freed_bytes"] > 0, gc      # a layer and a config each
+    assert gc["blobs_after"] == gc["blobs_before"] - gc["freed_blobs"]
+    assert "freed %d blob(s)" % gc["freed_blobs"] in run.result("Report what the garbage collection freed")["msg"]
+    assert gc["pid"] and gc["pid"] == int(open(os.path.join(registry["state_dir"], "registry.pid")).read())
     assert tags(registry, r) == sorted(set(before[r]) - {"1", "4", "7"})
     for key in ("unused", "history_old", "unused2"):
         assert digest(registry, r, d[key]) is None, key
@@ -170,7 +175,7 @@ def test_nothing_in_use_is_deleted(ansible, registry, release_images, apps, env)
     # A second run changes nothing.
     run = ansible.playbook(PRUNE, prune_vars(registry, [r, child], prune_history_keep=2, prune_apply=True))
     assert run.rc == 0 and run.changed == 0, run.stderr
-    assert outcome(run)[1]["deleted"] == [] and not ran(run, "Run the registry's garbage collection")
+    assert outcome(run)[1]["deleted"] == [] and not ran(run, "Collect garbage in the project's registry")
 
 
 def test_keep_n_and_min_age(ansible, registry):
@@ -226,7 +231,86 @@ def test_a_registry_the_project_does_not_own_is_not_collected(ansible, registry,
     run = ansible.playbook(PRUNE, prune_vars(registry, [r], prune_apply=True, prune_registry_state_dir=other))
     assert run.rc == 0, run.stderr
     assert outcome(run)[1]["deleted"] and tags(registry, r) == []
-    assert "is not the project's own registry" in run.result("Say that garbage collection is left to the registry's owner")["msg"]
-    assert not ran(run, "Run the registry's garbage collection")
-    with urllib.request.urlopen("http://%s/v2/" % registry["address"], timeout=5) as resp:   # still running
-        assert resp.status == 200
+    msg = run.result("Say that garbage collection is left to the registry's owner")["msg"]
+    assert "is not the project's own registry (no docker-registry is running from %s/registry.pid)" % other in msg
+    gc = run.result("Collect garbage in the project's registry")
+    assert gc["owned"] is False and not gc["changed"] and "rc" not in gc, gc
+    assert not ran(run, "Report what the garbage collection freed")
+    # A live docker-registry pid, but a configuration listening elsewhere: not ours either.
+    elsewhere = os.path.join(workdir, "elsewhere-%s" % r)
+    os.makedirs(elsewhere)
+    shutil.copy(os.path.join(registry["state_dir"], "registry.pid"), elsewhere)
+    with open(os.path.join(elsewhere, "config.yml"), "w") as f:
+        f.write("version: 0.1\nhttp:\n  addr: 127.0.0.1:1\n")
+    pid = registry_pid(registry)
+    rc, res = ansible.task("immutable.infra.registry_gc", {"registry": registry["address"], "state_dir": elsewhere})
+    assert rc == 0 and res["owned"] is False and not res["changed"], res
+    assert res["reason"] == "%s/config.yml listens on 127.0.0.1:1, not on %s" % (elsewhere, registry["address"])
+    assert registry_pid(registry) == pid and answers(registry)                 # still running, untouched
+
+
+def registry_pid(registry):
+    try:
+        with open(os.path.join(registry["state_dir"], "registry.pid")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def answers(registry):
+    try:
+        with urllib.request.urlopen("http://%s/v2/" % registry["address"], timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_check_mode_reports_and_stops_nothing(ansible, registry):
+    old_tiny(registry, repo(), "1")
+    pid = registry_pid(registry)
+    rc, res = ansible.task("immutable.infra.registry_gc", {
+        "registry": registry["address"], "state_dir": registry["state_dir"]}, check=True)
+    assert rc == 0 and res["owned"] is True and not res["changed"], res
+    assert res["pid"] == pid and res["blobs_before"] >= 2 and res["bytes_before"] > 0 and res["freed_blobs"] == 0
+    assert "rc" not in res and registry_pid(registry) == pid and answers(registry)
+
+
+def collecting(registry, pid):
+    """True once the module's worker stopped the registry (its pid file gone or holding another pid)."""
+    return registry_pid(registry) != pid or not alive(pid)
+
+
+def test_killing_ansible_playbook_while_collecting_leaves_the_registry_running(registry, env, workdir):
+    """SIGKILL the main ansible-playbook process (its pid only; the workers call setsid) right after the
+    registry was stopped for the collection: the module's worker collects, starts the registry again and
+    waits until it answers; the kept version is served whole, the deleted ones are gone."""
+    for attempt in range(5):
+        r = repo()
+        going = [old_tiny(registry, r, str(n)) for n in (1, 2, 3)]
+        kept = old_tiny(registry, r, "4")                  # the newest: keep-1
+        pid = registry_pid(registry)
+        proc = start_release(env, prune_vars(registry, [r], prune_keep=1, prune_apply=True), workdir, playbook=PRUNE)
+        workers, caught = [], False
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                workers = children(proc.pid) or workers
+                if collecting(registry, pid):
+                    caught = not answers(registry)
+                    break
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)          # the main process only, by its pid
+            proc.wait()
+            proc.stdout.close()
+        for w in workers:                                   # the worker finishes the collection, then exits
+            wait_for(lambda w=w: not alive(w), 120, "the orphaned worker %d to finish" % w)
+        wait_for(lambda: answers(registry), 60, "the registry to answer again")
+        assert registry_pid(registry) not in (None, pid) and alive(registry_pid(registry))
+        wait_for(lambda: tags(registry, r) == ["4"], 30, "the prune's deletions")
+        assert served_whole(registry, r, kept)
+        assert all(digest(registry, r, d_) is None for d_ in going)
+        if caught:
+            return
+    raise AssertionError("the kill never landed while the registry was stopped (5 attempts)")
