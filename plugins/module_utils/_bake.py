@@ -292,8 +292,7 @@ def _vm_vars(workdir, parent, log_file, accelerator):
     the cache, the accelerator and a key pair for Packer's SSH (public half
     given to the guest through fw_cfg)."""
     files = _vm_image.fetch(parent["reference"])
-    key = os.path.join(workdir, "ssh-key")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-bake", "-f", key], what="ssh-keygen")
+    key, _public = _vm_image.ssh_key(os.path.join(workdir, "ssh-key"), "immutable-infra-bake")
     return {"parent_disk": files["disk"], "parent_kernel": files["kernel"], "parent_initrd": files["initrd"],
             "parent_kernel_args": files["kernel_args"], "accelerator": accelerator, "ssh_private_key_file": key,
             "ssh_public_key_file": key + ".pub", "vm_output_dir": os.path.join(workdir, "vm"),

@@ -43,7 +43,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.immutable.infra.plugins.module_utils import _lease, _lifecycle
+from ansible_collections.immutable.infra.plugins.module_utils import _lease, _lifecycle, _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._names import LABEL_PREFIX, check_name, group_name
 from ansible_collections.immutable.infra.plugins.module_utils._packer import tree_digest
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
@@ -160,15 +160,6 @@ def host_spec(platform, instance_name, address=None):
 def host_id(platform, instance_name, address=None):
     """What testinfra puts into the test ids for the host (taken out again by parse_junit)."""
     return address[0] if platform.image_format == "vm" and address else instance_name
-
-
-def make_key(workdir):
-    """An ed25519 key pair for the run in its private directory: (private key path, public key line)."""
-    key = os.path.join(workdir, "id_ed25519")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-image-test", "-f", key],
-        what="ssh-keygen (the run's temporary key)")
-    with open(key + ".pub") as f:
-        return key, f.read().strip()
 
 
 def ssh_config(workdir, key):
@@ -389,7 +380,7 @@ def run_image_test(params, lifecycle, catalog, platform, check_mode=False, pytho
     started, names, output, key, public, config, address = time.monotonic(), [], "", None, "", None, None
     try:
         if vm:
-            key, public = make_key(workdir)
+            key, public = _vm_image.ssh_key(os.path.join(workdir, "id_ed25519"), "immutable-infra-image-test")
             spec["authorized_keys"] = [public]
             config = ssh_config(workdir, key)
         platform.pull(facts["reference"])

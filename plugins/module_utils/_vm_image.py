@@ -108,6 +108,14 @@ def probe_kvm(qemu="qemu-system-x86_64", timeout=5):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ssh_key(path, comment):
+    """A fresh ed25519 key pair at path (private) and path.pub, for one bake or
+    one test run to reach a sealed guest: (private key path, public key line)."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], what="ssh-keygen (%s)" % comment)
+    with open(path + ".pub") as f:
+        return path, f.read().strip()
+
+
 def accelerator(cache_dir=None, qemu="qemu-system-x86_64"):
     """"kvm" when KVM really runs guests here, else "tcg". The answer is kept per
     boot (keyed by the kernel's boot id) in the cache directory's parent."""
