@@ -28,6 +28,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.server_group
+  - immutable.infra.health_check
   - immutable.infra.platform
   - immutable.infra.registry
   - immutable.infra.attributes
@@ -77,34 +78,6 @@ options:
     description: Extra environment of every instance. C(INSTANCE_ID) and C(ZONE) are always set.
     type: dict
     default: {}
-  health_check:
-    description: How an instance proves it is healthy.
-    type: dict
-    default: {}
-    suboptions:
-      path:
-        description: HTTP path.
-        type: str
-        default: /healthz
-      port:
-        description: Port inside the instance. Defaults to O(port).
-        type: int
-      status:
-        description: Expected HTTP status.
-        type: int
-        default: 200
-      interval:
-        description: Seconds between checks.
-        type: float
-        default: 1.0
-      healthy_threshold:
-        description: Consecutive good answers that make an instance healthy.
-        type: int
-        default: 2
-      timeout:
-        description: Seconds one check may take.
-        type: float
-        default: 2.0
   wait:
     description: Wait until the group is healthy.
     type: bool
