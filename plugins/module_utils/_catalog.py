@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._oci import RegistryClient, is_loopback
+from ansible_collections.immutable.infra.plugins.module_utils._records import is_record_tag
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 LABEL_VERSION = "org.opencontainers.image.version"
@@ -75,8 +76,6 @@ def parse_reference(ref, default_registry=None):
 
 
 def validate_version(version):
-    # _lifecycle imports this module: import it here, when both are loaded.
-    from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import is_record_tag
 
     if not _VERSION_RE.match(str(version)):
         raise ImmutableInfraError(
@@ -207,7 +206,6 @@ class Catalog:
 
     def list_tags(self, name):
         """The repository's version tags (lifecycle record tags left out)."""
-        from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import is_record_tag
 
         tags = self._api(lambda: self.client.tags(name), "listing tags of %s" % name)
         return [t for t in tags if not is_record_tag(t)]

@@ -19,20 +19,15 @@ exist; records are fetched only when needed. Channel moves on one host are
 serialised by a lock file and checked against the head read before the move
 (the registry has no conditional write; see move_channel).
 
-CONTRACT (issue 8): the names below are shared by image_info, image_channel,
-image_test, image_revoke, image_prune, server_group, image_bake and the bench.
-Change a signature only together with every caller.
+CONTRACT (issue 8): the names below (and the record names of _records, which
+this module re-exports) are shared by image_info, image_channel, image_test,
+image_revoke, image_prune, server_group, image_bake and the bench. Change a
+signature only together with every caller.
 """
 
 from __future__ import annotations
 
-import datetime
-import getpass
 import json
-import os
-import re
-import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import (
@@ -41,90 +36,21 @@ from ansible_collections.immutable.infra.plugins.module_utils._channel_lock impo
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._oci import (
     EMPTY_BLOB, MEDIA_EMPTY, MEDIA_OCI_MANIFEST, canonical_json)
+from ansible_collections.immutable.infra.plugins.module_utils._records import (  # noqa: F401 (shared names, see __all__)
+    CHANNEL_PREFIX, DIGEST_TAG_PREFIX, TEST_SUFFIX, REVOKED_SUFFIX, CHANNEL_RE, MEDIA_TEST,
+    MEDIA_REVOCATION, MEDIA_CHANNEL, LABEL_PARENT_CHANNEL, LABEL_CHANNEL, HISTORY_RUNS, NEW_CHANNEL,
+    ACTIONS, is_record_tag, record_tag, channel_tag, check_channel, actor,
+    now, check_digest, parse_record_tag, channel_targets, channel_entry, revoked_message)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
-# Tag scheme of the records (see the module docstring).
-CHANNEL_PREFIX = "channel."
-DIGEST_TAG_PREFIX = "sha256-"
-TEST_SUFFIX = ".test"
-REVOKED_SUFFIX = ".revoked"
-# Channel names: lower-case letters, digits, '-' and '_', starting with a letter or digit.
-CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-# Media types of the records (artifactType and config mediaType).
-MEDIA_TEST = "application/vnd.immutable-infra.test-result.v1+json"
-MEDIA_REVOCATION = "application/vnd.immutable-infra.revocation.v1+json"
-MEDIA_CHANNEL = "application/vnd.immutable-infra.channel.v1+json"
-
-# Labels written at bake time (besides _catalog's LABEL_BASE_DIGEST / LABEL_BASE_NAME):
-# the channel the parent was resolved from, when the bake named one.
-LABEL_PARENT_CHANNEL = label("parent-channel")
-# Label on server-group instances released by channel (the digest is already recorded as the image).
-LABEL_CHANNEL = label("channel")
-
-
-def is_record_tag(tag):
-    """True for tags that are lifecycle records, not image versions."""
-    return str(tag).startswith(CHANNEL_PREFIX) or str(tag).startswith(DIGEST_TAG_PREFIX)
-
-
-def record_tag(digest, suffix):
-    """'sha256:abc..' + '.test' -> 'sha256-abc...test'."""
-    return digest.replace(":", "-", 1) + suffix
-
-
-def channel_tag(channel):
-    return CHANNEL_PREFIX + check_channel(channel)
-
-
-def check_channel(channel):
-    """The channel name, or ImmutableInfraError naming the bad value."""
-    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
-        raise ImmutableInfraError(
-            "invalid channel name %r: use lower-case letters, digits, '-' or '_' (at most 63, "
-            "starting with a letter or digit)" % (channel,))
-    return channel
-
-
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-HISTORY_RUNS = 20
-# move_channel(expect=NEW_CHANNEL): the move was decided on a channel that did not exist.
-NEW_CHANNEL = ""
-ACTIONS = ("promote", "rollback")
-
-
-def actor(given=None):
-    """Who acts: the given name (AWX passes its user), else user@host of this process."""
-    if given:
-        return str(given)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "uid%d" % os.getuid()
-    return "%s@%s" % (user, socket.gethostname())
-
-
-def now():
-    """(iso8601 UTC, epoch seconds) of this moment."""
-    epoch = time.time()
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), epoch
-
-
-def check_digest(digest):
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise ImmutableInfraError("invalid digest %r: use sha256:<64 hex digits>" % (digest,))
-    return digest
-
-
-def parse_record_tag(tag):
-    """('test'|'revoked', digest) or ('channel', name) for a record tag, else None."""
-    tag = str(tag)
-    if tag.startswith(CHANNEL_PREFIX):
-        return "channel", tag[len(CHANNEL_PREFIX):]
-    for kind, suffix in (("test", TEST_SUFFIX), ("revoked", REVOKED_SUFFIX)):
-        if tag.startswith(DIGEST_TAG_PREFIX) and tag.endswith(suffix):
-            return kind, "sha256:" + tag[len(DIGEST_TAG_PREFIX):-len(suffix)]
-    return None
+# The record names callers import from here (they live in _records).
+__all__ = [
+    "CHANNEL_PREFIX", "DIGEST_TAG_PREFIX", "TEST_SUFFIX", "REVOKED_SUFFIX", "CHANNEL_RE", "MEDIA_TEST",
+    "MEDIA_REVOCATION", "MEDIA_CHANNEL", "LABEL_PARENT_CHANNEL", "LABEL_CHANNEL", "HISTORY_RUNS", "NEW_CHANNEL",
+    "ACTIONS", "is_record_tag", "record_tag", "channel_tag", "check_channel", "actor", "now", "check_digest",
+    "parse_record_tag", "channel_targets", "channel_entry", "revoked_message",
+    "split_tags", "stale_parent", "Lifecycle",
+]
 
 
 def split_tags(tags):
@@ -144,32 +70,6 @@ def split_tags(tags):
     return out
 
 
-def channel_targets(record):
-    """The distinct targets of a channel record, most recent first (head first)."""
-    seen, out = set(), []
-    for entry in reversed((record or {}).get("history") or []):
-        if entry.get("to") and entry["to"] not in seen:
-            seen.add(entry["to"])
-            out.append(entry["to"])
-    head = (record or {}).get("digest")
-    if head and head in out:
-        out.remove(head)
-    return ([head] if head else []) + out
-
-
-def channel_entry(before, channel, name, facts, by, action, reason, approved_by, moment):
-    """The channel record after a move (pure)."""
-    history = list((before or {}).get("history") or [])
-    iso, epoch = moment
-    history.append({
-        "seq": len(history) + 1, "time": iso, "epoch": epoch, "by": by, "action": action,
-        "from": (before or {}).get("digest"), "from_version": (before or {}).get("version"),
-        "to": facts["digest"], "to_version": facts["tag"], "reason": reason, "approved_by": approved_by,
-    })
-    return {"kind": "channel", "channel": channel, "repository": name, "digest": facts["digest"],
-            "version": facts["tag"], "history": history}
-
-
 def stale_parent(facts, parent_record, parent_name):
     """Lifecycle.out_of_date() decision from the parent channel's record (pure)."""
     parent_channel = (facts.get("labels") or {}).get(LABEL_PARENT_CHANNEL)
@@ -184,13 +84,6 @@ def stale_parent(facts, parent_record, parent_name):
     return {"parent_name": parent_name, "parent_channel": parent_channel, "parent_digest": parent,
             "parent_version": parent_version, "channel_digest": parent_record["digest"],
             "channel_version": parent_record.get("version"), "newer": newer}
-
-
-def revoked_message(name, facts, record):
-    return "image version %s:%s (%s) is revoked: %s (revoked by %s at %s%s)" % (
-        name, record.get("version") or facts.get("tag"), record.get("subject") or facts.get("digest"),
-        record.get("reason"), record.get("by"), record.get("time"),
-        ", with its ancestor %s" % record["cascade_from"] if record.get("cascade_from") else "")
 
 
 def _pmap(fn, items, workers=8):
