@@ -700,3 +700,15 @@ def lineage(ansible, registry, base, env):
     assert run.rc == 0, run.stderr + json.dumps(run.doc.get("stats"))
     out["c1"] = run.result("Bake the recipe")["image"]
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_libvirtd_left_as_found():
+    """The project's libvirtd and virtlogd (started on demand, by pid file) are stopped at the end of
+    the session when they did not run before it: the suite leaves no daemon behind it started."""
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _libvirtd
+    before = _libvirtd.started()
+    yield
+    if not before and _libvirtd.started():
+        _libvirtd.stop()
