@@ -12,6 +12,8 @@ can never be named so):
 
     sha256-<hex>.test       the version's latest test result (with earlier runs)
     sha256-<hex>.revoked    the version's revocation
+    sha256-<hex>.sbom       the version's SBOM (CycloneDX JSON, byte for byte as generated at bake)
+    sha256-<hex>.scan       the version's latest vulnerability scan
     channel.<name>          a channel: its current target and its whole history
 
 One tags/list call tells which versions are tested, revoked and which channels
@@ -19,7 +21,7 @@ exist; records are fetched only when needed. Channel moves on one host are
 serialised by a lock file and checked against the head read before the move
 (the registry has no conditional write; see move_channel).
 
-CONTRACT (issue 8): the names below (and the record names of _records, which
+CONTRACT (issues 8 and 9): the names below (and the record names of _records, which
 this module re-exports) are shared by image_info, image_channel, image_test,
 image_revoke, image_prune, server_group, image_bake and the bench. Change a
 signature only together with every caller.
@@ -37,16 +39,16 @@ from ansible_collections.immutable.infra.plugins.module_utils._names import labe
 from ansible_collections.immutable.infra.plugins.module_utils._oci import (
     EMPTY_BLOB, MEDIA_EMPTY, MEDIA_OCI_MANIFEST, canonical_json)
 from ansible_collections.immutable.infra.plugins.module_utils._records import (  # noqa: F401 (shared names, see __all__)
-    CHANNEL_PREFIX, DIGEST_TAG_PREFIX, TEST_SUFFIX, REVOKED_SUFFIX, CHANNEL_RE, MEDIA_TEST,
-    MEDIA_REVOCATION, MEDIA_CHANNEL, LABEL_PARENT_CHANNEL, LABEL_CHANNEL, HISTORY_RUNS, NEW_CHANNEL,
+    CHANNEL_PREFIX, DIGEST_TAG_PREFIX, TEST_SUFFIX, REVOKED_SUFFIX, SBOM_SUFFIX, SCAN_SUFFIX, RECORD_KINDS,
+    CHANNEL_RE, MEDIA_TEST, MEDIA_REVOCATION, MEDIA_CHANNEL, MEDIA_SBOM, MEDIA_SCAN, LABEL_PARENT_CHANNEL, LABEL_CHANNEL, HISTORY_RUNS, NEW_CHANNEL,
     ACTIONS, is_record_tag, record_tag, channel_tag, check_channel, actor,
     now, check_digest, parse_record_tag, channel_targets, channel_entry, revoked_message)
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 # The record names callers import from here (they live in _records).
 __all__ = [
-    "CHANNEL_PREFIX", "DIGEST_TAG_PREFIX", "TEST_SUFFIX", "REVOKED_SUFFIX", "CHANNEL_RE", "MEDIA_TEST",
-    "MEDIA_REVOCATION", "MEDIA_CHANNEL", "LABEL_PARENT_CHANNEL", "LABEL_CHANNEL", "HISTORY_RUNS", "NEW_CHANNEL",
+    "CHANNEL_PREFIX", "DIGEST_TAG_PREFIX", "TEST_SUFFIX", "REVOKED_SUFFIX", "SBOM_SUFFIX", "SCAN_SUFFIX",
+    "RECORD_KINDS", "CHANNEL_RE", "MEDIA_TEST", "MEDIA_REVOCATION", "MEDIA_CHANNEL", "MEDIA_SBOM", "MEDIA_SCAN", "LABEL_PARENT_CHANNEL", "LABEL_CHANNEL", "HISTORY_RUNS", "NEW_CHANNEL",
     "ACTIONS", "is_record_tag", "record_tag", "channel_tag", "check_channel", "actor", "now", "check_digest",
     "parse_record_tag", "channel_targets", "channel_entry", "revoked_message",
     "split_tags", "stale_parent", "Lifecycle",
@@ -55,7 +57,8 @@ __all__ = [
 
 def split_tags(tags):
     """Lifecycle.index() of a tags/list answer (pure)."""
-    out = {"versions": [], "channels": [], "tested": {}, "revoked": {}}
+    out = {"versions": [], "channels": [], **{key: {} for _kind, _suffix, key in RECORD_KINDS}}
+    keys = {kind: key for kind, _suffix, key in RECORD_KINDS}
     for tag in tags:
         parsed = parse_record_tag(tag)
         if parsed is None:
@@ -64,7 +67,7 @@ def split_tags(tags):
         elif parsed[0] == "channel":
             out["channels"].append(parsed[1])
         else:
-            out["tested" if parsed[0] == "test" else "revoked"][parsed[1]] = tag
+            out[keys[parsed[0]]][parsed[1]] = tag
     out["versions"].sort(key=version_key)
     out["channels"].sort()
     return out
@@ -136,16 +139,22 @@ class Lifecycle:
     # ------------------------------------------------------------ reads
     def index(self, name):
         """One tags/list call -> {"versions": [version tags, version_key order],
-        "channels": [channel names], "tested": {digest: record tag}, "revoked": {digest: record tag}}."""
+        "channels": [channel names], "tested": {digest: record tag}, "revoked": {digest: record tag},
+        "sbom": {digest: record tag}, "scanned": {digest: record tag}}."""
         return split_tags(self.client.tags(name))
 
     def record(self, name, tag):
         """The JSON record stored under a record tag, or None."""
+        raw = self.record_bytes(name, tag)
+        return json.loads(raw) if raw is not None else None
+
+    def record_bytes(self, name, tag):
+        """The config blob stored under a record tag, exactly as written, or None."""
         found = self.client.manifest(name, tag)
         if found is None:
             return None
         config = (found[1].get("config") or {}).get("digest")
-        return json.loads(self.client.blob(name, config)) if config else None
+        return self.client.blob(name, config) if config else None
 
     def channel(self, name, channel):
         """The channel record, or None when the channel does not exist."""
@@ -164,6 +173,14 @@ class Lifecycle:
     def revocation(self, name, digest):
         """The version's revocation record, or None."""
         return self.record(name, record_tag(check_digest(digest), REVOKED_SUFFIX))
+
+    def sbom(self, name, digest):
+        """The version's SBOM as stored (bytes of the CycloneDX JSON), or None when it has none."""
+        return self.record_bytes(name, record_tag(check_digest(digest), SBOM_SUFFIX))
+
+    def scan_result(self, name, digest):
+        """The version's latest scan record, or None when never scanned."""
+        return self.record(name, record_tag(check_digest(digest), SCAN_SUFFIX))
 
     def facts(self, name, ref, tag=None):
         """Version facts of a tag or digest read through the registry API, or None."""
@@ -334,10 +351,13 @@ class Lifecycle:
     # ------------------------------------------------------------ writes
     # Every write takes check_mode: it computes and returns the same result,
     # writing nothing.
-    def _put_record(self, name, tag, media, record, subject, summary):
-        config = self.client.put_blob(name, canonical_json(record), media)
+    def _put_record(self, name, tag, media, record, subject, summary, created=None):
+        """Store a record (a dict, stored as canonical JSON, or bytes stored as they are)."""
+        data = record if isinstance(record, bytes) else canonical_json(record)
+        config = self.client.put_blob(name, data, media)
         empty = self.client.put_blob(name, EMPTY_BLOB, MEDIA_EMPTY)
-        created = record["time"] if "time" in record else record["history"][-1]["time"]
+        if created is None:
+            created = record["time"] if "time" in record else record["history"][-1]["time"]
         annotations = {"org.opencontainers.image.created": created}
         annotations.update({label(k): str(v) for k, v in summary.items() if v is not None})
         return self.client.put_manifest(name, tag, {
@@ -369,6 +389,27 @@ class Lifecycle:
             self._put_record(name, record_tag(digest, TEST_SUFFIX), MEDIA_TEST, record, self._subject(name, digest),
                              {"kind": "test", "status": record["status"], "version": facts["tag"],
                               "test-digest": record["test_digest"]})
+        return record
+
+    def put_sbom(self, name, digest, data, created, summary=None, check_mode=False):
+        """Store the version's SBOM (bytes of CycloneDX JSON, kept byte for byte). created is
+        the image's creation time (iso8601), so the same SBOM makes the same artifact. Returns
+        changed: False when the stored SBOM has the same bytes."""
+        check_digest(digest)
+        if self.sbom(name, digest) == data:
+            return False
+        if not check_mode:
+            self._put_record(name, record_tag(digest, SBOM_SUFFIX), MEDIA_SBOM, data, self._subject(name, digest),
+                             dict({"kind": "sbom"}, **(summary or {})), created=created)
+        return True
+
+    def record_scan(self, name, digest, record, check_mode=False):
+        """Store the version's scan record (a dict with at least "time"; see _scan). Returns the record."""
+        check_digest(digest)
+        if not check_mode:
+            self._put_record(name, record_tag(digest, SCAN_SUFFIX), MEDIA_SCAN, record, self._subject(name, digest),
+                             {"kind": "scan", "version": record.get("version"), "passed": record.get("passed"),
+                              "findings": len(record.get("findings") or [])})
         return record
 
     def move_channel(self, name, channel, digest, by, reason=None, action="promote",
@@ -436,7 +477,7 @@ class Lifecycle:
         return True
 
     def delete_version(self, name, digest, check_mode=False):
-        """Delete a version and its records (test, revocation) from the
+        """Delete a version and its records (test, revocation, sbom, scan) from the
         registry; returns the tags deleted. Blobs go at the next registry
         garbage collection. A version a channel points at is refused."""
         facts = self.version(name, digest=digest)
@@ -445,7 +486,7 @@ class Lifecycle:
         if heads:
             raise ImmutableInfraError("image version %s:%s (%s) is the target of channel %s; move the channel first" % (
                 name, facts["tag"], digest, ", ".join(heads)))
-        records = [t for t in (index["tested"].get(digest), index["revoked"].get(digest)) if t]
+        records = [t for t in (index[key].get(digest) for _kind, _suffix, key in RECORD_KINDS) if t]
         deleted = []
         for tag in records:
             found = self.client.head(name, tag)

@@ -6,6 +6,8 @@ dicts, with no registry I/O (_lifecycle reads and writes them).
 
     sha256-<hex>.test       a version's latest test result (with earlier runs)
     sha256-<hex>.revoked    a version's revocation
+    sha256-<hex>.sbom       a version's SBOM (CycloneDX JSON, written at bake)
+    sha256-<hex>.scan       a version's latest vulnerability scan (findings and policy verdict)
     channel.<name>          a channel: its current target and its whole history
 
 _catalog uses the tag scheme to leave record tags out of the versions.
@@ -28,6 +30,11 @@ CHANNEL_PREFIX = "channel."
 DIGEST_TAG_PREFIX = "sha256-"
 TEST_SUFFIX = ".test"
 REVOKED_SUFFIX = ".revoked"
+SBOM_SUFFIX = ".sbom"
+SCAN_SUFFIX = ".scan"
+# Record kinds of the sha256-<hex>.<kind> tags, and the key of each in Lifecycle.index().
+RECORD_KINDS = (("test", TEST_SUFFIX, "tested"), ("revoked", REVOKED_SUFFIX, "revoked"),
+                ("sbom", SBOM_SUFFIX, "sbom"), ("scan", SCAN_SUFFIX, "scanned"))
 # Channel names: lower-case letters, digits, '-' and '_', starting with a letter or digit.
 CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -35,6 +42,9 @@ CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MEDIA_TEST = "application/vnd.immutable-infra.test-result.v1+json"
 MEDIA_REVOCATION = "application/vnd.immutable-infra.revocation.v1+json"
 MEDIA_CHANNEL = "application/vnd.immutable-infra.channel.v1+json"
+# The SBOM's config blob is the CycloneDX document itself.
+MEDIA_SBOM = "application/vnd.cyclonedx+json"
+MEDIA_SCAN = "application/vnd.immutable-infra.scan.v1+json"
 
 # Labels written at bake time (besides _catalog's LABEL_BASE_DIGEST / LABEL_BASE_NAME):
 # the channel the parent was resolved from, when the bake named one.
@@ -97,11 +107,11 @@ def check_digest(digest):
 
 
 def parse_record_tag(tag):
-    """('test'|'revoked', digest) or ('channel', name) for a record tag, else None."""
+    """('test'|'revoked'|'sbom'|'scan', digest) or ('channel', name) for a record tag, else None."""
     tag = str(tag)
     if tag.startswith(CHANNEL_PREFIX):
         return "channel", tag[len(CHANNEL_PREFIX):]
-    for kind, suffix in (("test", TEST_SUFFIX), ("revoked", REVOKED_SUFFIX)):
+    for kind, suffix, _key in RECORD_KINDS:
         if tag.startswith(DIGEST_TAG_PREFIX) and tag.endswith(suffix):
             return kind, "sha256:" + tag[len(DIGEST_TAG_PREFIX):-len(suffix)]
     return None

@@ -39,9 +39,10 @@ def test_bad_channel_names(name):
 
 def test_split_tags():
     tags = ["10", "2", "channel.prod", lc.record_tag(A, ".test"), lc.record_tag(B, ".revoked"), "1", "channel.dev",
-            "sha256-orphan"]
+            "sha256-orphan", lc.record_tag(A, ".sbom"), lc.record_tag(B, ".scan")]
     assert lc.split_tags(tags) == {"versions": ["1", "2", "10"], "channels": ["dev", "prod"],
-                                   "tested": {A: lc.record_tag(A, ".test")}, "revoked": {B: lc.record_tag(B, ".revoked")}}
+                                   "tested": {A: lc.record_tag(A, ".test")}, "revoked": {B: lc.record_tag(B, ".revoked")},
+                                   "sbom": {A: lc.record_tag(A, ".sbom")}, "scanned": {B: lc.record_tag(B, ".scan")}}
 
 
 def facts(digest, tag, **labels):
