@@ -22,7 +22,7 @@ import time
 import uuid
 
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
-from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
+from ansible_collections.immutable.infra.plugins.module_utils import _evidence, _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake_locks import BakeLocks
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import LABEL_PARENT_CHANNEL, Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
@@ -241,7 +241,8 @@ def recipe_inputs(params):
 def summary(recipe_dir, outputs):
     """The module's result: the first output's facts at the top (a one-source
     bake reads as it always did), every output under `outputs`."""
-    keys = ("source", "format", "name", "fingerprint", "parent", "parent_channel", "image", "version", "changed")
+    keys = ("source", "format", "name", "fingerprint", "parent", "parent_channel", "image", "version", "changed",
+            "sbom", "signature")
     result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "parent_channel", "name", "image", "format", "source")}
     result.update(recipe=recipe_dir, changed=any(o.get("changed") for o in outputs),
                   outputs=[{k: o[k] for k in keys if k in o} for o in outputs])
@@ -280,6 +281,7 @@ def bake_recipe(params, check_mode=False):
     baked = [o for o in outputs if "diff" in o]
     if baked:
         result.update(version=baked[0]["version"], labels=baked[0]["labels"], diff=baked[0]["diff"])
+        result.update({k: baked[0][k] for k in ("sbom", "signature") if k in baked[0]})
         if len(baked) > 1:
             result["diff"] = {k: "".join(o["diff"][k] for o in baked) if "header" not in k
                               else " ".join(o["diff"][k] for o in baked) for k in baked[0]["diff"]}
@@ -353,9 +355,9 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
         try:
             cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
             if out["format"] == "vm":
-                facts = _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir)
+                facts = _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir, params)
             else:
-                facts, warning = _publish_container(catalog, out, parsed, labels, recipe_dir)
+                facts, warning = _publish_container(catalog, out, parsed, labels, recipe_dir, params)
                 if warning:
                     extra.setdefault("warnings", []).append(warning)
         except BaseException:
@@ -382,21 +384,33 @@ def _one(found, kind, recipe_dir, artifacts):
     return list(found.values())[0]
 
 
-def _publish_container(catalog, out, parsed, labels, recipe_dir):
+def _publish_container(catalog, out, parsed, labels, recipe_dir, params):
+    """Verify the labels, seal check + SBOM (an unsealed image is removed, nothing published), publish,
+    then store the SBOM and sign (out gets "sbom" and "signature")."""
     local_image = _one(container_artifacts(parsed["artifacts"]), "container image", recipe_dir, parsed["artifacts"])
     config = _verify_labels(local_image, labels, recipe_dir)
+    try:
+        evidence = _evidence.before_publish(local_image, "container", params, labels=config.get("Labels") or labels)
+    except ImmutableInfraError:
+        run(["podman", "rmi", "-f", local_image], check=False, timeout=120)
+        raise
     facts = catalog.publish(local_image, out["name"], out["version"], labels[catalog_mod.LABEL_BAKE_ID])
+    out.update(_evidence.after_publish(catalog, facts, evidence, params))
     return facts, build_shell_warning(config, "%s:%s" % (out["name"], out["version"]))
 
 
-def _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir):
-    """Package Packer's qcow2 with the parent's kernel and initrd; publish it."""
+def _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir, params):
+    """Package Packer's qcow2 with the parent's kernel and initrd; seal check + SBOM of its disk; publish
+    it; store the SBOM and sign (out gets "sbom" and "signature"). The local image is removed either way."""
     disk = _one(vm_artifacts(parsed["artifacts"]), "qcow2 disk", recipe_dir, parsed["artifacts"])
     all_labels = dict(_manifest_labels(contract_vars["vm_manifest"]), **labels)
     local = _vm_image.package(disk, parent_files["kernel"], parent_files["initrd"], all_labels,
                               parent_files["kernel_args"])
     try:
-        return catalog.publish(local, out["name"], out["version"], labels[catalog_mod.LABEL_BAKE_ID])
+        evidence = _evidence.before_publish(local, "vm", params, labels=all_labels)
+        facts = catalog.publish(local, out["name"], out["version"], labels[catalog_mod.LABEL_BAKE_ID])
+        out.update(_evidence.after_publish(catalog, facts, evidence, params))
+        return facts
     finally:
         run(["podman", "rmi", "-f", local], check=False, timeout=120)
 

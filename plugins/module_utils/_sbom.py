@@ -32,6 +32,7 @@ import os
 import re
 import uuid
 
+from ansible_collections.immutable.infra.plugins.module_utils._image_files import inside
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 try:
@@ -91,9 +92,13 @@ def _read_text(path):
 
 def read_os_release(root):
     """{"id", "version_id", "codename", "name"} from etc/os-release (empty strings when absent)."""
-    text = _read_text(os.path.join(root, "etc/os-release"))
-    if text is None:
-        text = _read_text(os.path.join(root, "usr/lib/os-release")) or ""
+    text = None
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        path = inside(root, rel)
+        text = _read_text(path) if path else None
+        if text is not None:
+            break
+    text = text or ""
     values = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -117,8 +122,8 @@ def split_source(field, name, version):
 def deb_packages(root):
     """Installed packages of <root>/var/lib/dpkg/status: [{"name", "version", "arch", "source", "source_version"}]."""
     require_libraries()
-    path = os.path.join(root, "var/lib/dpkg/status")
-    if not os.path.isfile(path):
+    path = inside(root, "var/lib/dpkg/status")
+    if not path or not os.path.isfile(path):
         return []
     packages = []
     with open(path, encoding="utf-8", errors="replace") as handle:

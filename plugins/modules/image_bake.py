@@ -47,6 +47,12 @@ description:
   - Warns when the committed image's command is still the build shell (the C(docker) builder commits
     C(run_command)'s C(/bin/sh) as C(CMD)); reset it with C("CMD []") in the source's C(changes).
   - A failed bake removes its build container (named C(build_name)) even when Packer never started it.
+  - 'Evidence at bake, read from the built image''s files without running it (a container image is mounted with
+    C(podman image mount); of a VM image''s disk only the needed paths are copied out with C(debugfs)): the seal
+    check (O(seal_check)) and a CycloneDX 1.6 JSON SBOM of its Debian packages (with their source packages) and
+    Python distributions. The SBOM is stored beside the version as the tag C(sha256-<hex>.sbom); the same image gives
+    the same SBOM, byte for byte. A bake the catalog already holds stays read-only and stores nothing: a version
+    without an SBOM (baked before SBOMs) shows up in M(immutable.infra.image_scan).'
   - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
@@ -56,6 +62,9 @@ description:
     as qemu C(-fw_cfg name=opt/immutable/authorized_keys,file=...)), C(vm_output_dir) (the qemu builder''s
     C(output_directory)), C(vm_serial_log) (a file for the serial console, kept beside O(log_file)) and
     C(vm_manifest) (where a C(manifest) post-processor writes its C(custom_data) labels).'
+requirements:
+  - python-debian and cyclonedx-python-lib (the SBOM), on the host the module runs on
+  - qemu-img and debugfs (e2fsprogs) to read a VM image's disk
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -164,6 +173,45 @@ options:
     description: The Packer executable.
     type: path
     default: packer
+  seal_check:
+    description:
+      - Refuse to publish an image that still holds SSH host keys (C(/etc/ssh/ssh_host_*)), private keys (PEM or
+        OpenSSH C(PRIVATE KEY) blocks, C(id_*) key files in home directories, C(/etc/ssl/private)), a non-empty
+        C(/etc/machine-id) or regular C(/var/lib/dbus/machine-id), shell histories or cloud credentials (C(.aws),
+        gcloud, C(.azure), C(.docker/config.json) with auths, C(.kube/config), C(.netrc), ...).
+      - It looks in C(/etc), C(/root), C(/home), C(/var/lib), C(/opt) and C(/srv). The bake fails naming every finding;
+        nothing is tagged or pushed and the built image is removed. The C(immutable.infra.seal) role removes these
+        when applied last in the recipe.
+    type: bool
+    default: true
+  seal_allow:
+    description: Image paths the seal check accepts (a directory accepts everything under it).
+    type: list
+    elements: str
+    default: []
+  signing:
+    description:
+      - GPG simple signing of the published version, stored in the lookaside directory; see
+        M(immutable.infra.image_sign).
+      - Give the key as O(signing.key_file) or O(signing.key); neither the key nor its passphrase is logged.
+    type: dict
+    suboptions:
+      key_file:
+        description: An armored GPG secret key file.
+        type: path
+      key:
+        description: The armored GPG secret key itself (for example from a vault or an AWX credential).
+        type: str
+      passphrase:
+        description: The key's passphrase.
+        type: str
+      fingerprint:
+        description: The fingerprint of the key to sign with, when the key material holds several.
+        type: str
+  lookaside:
+    description:
+      - The signatures' lookaside directory (sigstore layout). Defaults to the state directory's C(sigstore).
+    type: path
 seealso:
   - module: immutable.infra.image_info
   - module: immutable.infra.base_image
@@ -275,6 +323,20 @@ log_file:
   returned: when a bake happened
   type: str
   sample: /tmp/bake-web.log
+sbom:
+  description:
+    - The SBOM stored beside the (first) baked version - its component count, counts by type, the SBOM's own digest,
+      its tag, whether it was stored now, and the seconds reading the image and building it took.
+  returned: when a bake happened
+  type: dict
+  sample: {components: 118, types: {deb: 118}, digest: "sha256:4919ab72...", tag: "sha256-9c1e5c5d....sbom",
+           changed: true, seconds: 0.3}
+signature:
+  description: The signature made for the (first) baked version (key fingerprint, path in the lookaside), or null.
+  returned: when a bake happened
+  type: dict
+  sample: {fingerprint: 0A1B2C3D4E5F60718293A4B5C6D7E8F901234567, path: /var/lib/immutable-infra/sigstore/web@sha256=9c1e/signature-1,
+           changed: true}
 commands:
   description: The Packer commands that ran (or, in check mode, validated).
   returned: when a bake happens or would happen
@@ -283,8 +345,9 @@ commands:
   sample: [["packer", "build", "-machine-readable", "."]]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.immutable.infra.plugins.module_utils import _sbom
 from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_recipe
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 
@@ -309,9 +372,22 @@ def main():
         revision=dict(type="str"),
         timeout=dict(type="int", default=3600),
         packer_path=dict(type="path", default="packer"),
+        seal_check=dict(type="bool", default=True),
+        seal_allow=dict(type="list", elements="str", default=[]),
+        signing=dict(type="dict", options=dict(
+            key_file=dict(type="path"),
+            key=dict(type="str", no_log=True),
+            passphrase=dict(type="str", no_log=True),
+            fingerprint=dict(type="str"),
+        ), mutually_exclusive=[("key_file", "key")], required_one_of=[("key_file", "key")]),
+        lookaside=dict(type="path"),
         **REGISTRY_ARGS
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    for library, present, error in (("python-debian", _sbom.HAS_DEBIAN, _sbom.DEBIAN_IMPORT_ERROR),
+                                    ("cyclonedx-python-lib", _sbom.HAS_CYCLONEDX, _sbom.CYCLONEDX_IMPORT_ERROR)):
+        if not present:
+            module.fail_json(msg=missing_required_lib(library) + " (the SBOM written at bake)", exception=str(error))
 
     def bake():
         result = bake_recipe(module.params, check_mode=module.check_mode)
