@@ -13,16 +13,22 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.immutable.infra.plugins.module_utils import _apt_sources as _apt
 from ansible_collections.immutable.infra.plugins.module_utils import _base_vm
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_once, image_labels, version_diff
-from ansible_collections.immutable.infra.plugins.module_utils._runner import run
+from ansible_collections.immutable.infra.plugins.module_utils._names import label
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 BASE_FINGERPRINT_SCHEME = "immutable.infra/base-image/v1"
+# The digest of the package indexes a refreshed base was built from.
+LABEL_APT_INDEXES = label("apt-indexes")
 
 
-def base_fingerprint(params):
+def base_fingerprint(params, indexes=None):
+    """The base's input fingerprint. apt_sources and the package indexes' digest (refresh)
+    are inputs only when given: a base baked without them keeps its fingerprint."""
     doc = {
         "scheme": BASE_FINGERPRINT_SCHEME,
         "suite": params["suite"],
@@ -34,6 +40,10 @@ def base_fingerprint(params):
     if params.get("format") == "vm":
         # Absent means container: container base fingerprints stay what they were.
         doc.update(format="vm", guest=_base_vm.guest_digest())
+    if params.get("apt_sources"):
+        doc["apt_sources"] = list(params["apt_sources"])
+    if indexes:
+        doc["apt_indexes"] = indexes
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
@@ -47,8 +57,13 @@ def build_base_image(params, check_mode=False):
     started = time.monotonic()
     name = params.get("name") or BASE_NAMES[params.get("format") or "container"]
     catalog = catalog_mod.Catalog(params["registry"], params.get("validate_certs"))
-    fp = base_fingerprint(params)
-    result = {"fingerprint": fp, "name": name, "parent": None}
+    _apt.check_sources(params.get("apt_sources"))
+    if params.get("apt_sources") and params.get("format") == "vm":
+        raise ImmutableInfraError("apt_sources is supported for container bases only (format=container), "
+                                  "not for the VM base: leave it out, or bake a container base")
+    indexes = _apt.index_digest(_apt.build_sources(params), params.get("timeout") or 1800) if params.get("refresh") else None
+    fp = base_fingerprint(params, indexes)
+    result = {"fingerprint": fp, "name": name, "parent": None, "apt_indexes": indexes}
     return bake_once(catalog, params, result, started, check_mode,
                      lambda version, tags: _build_base(params, check_mode, catalog, result, version, tags, started))
 
@@ -57,6 +72,8 @@ def _build_base(params, check_mode, catalog, result, version, tags, started):
     name, fp = result["name"], result["fingerprint"]
     result["diff"] = version_diff(catalog.repository(name), tags, version)
     labels = image_labels(version, name, fp, revision=params.get("revision"))
+    if result.get("apt_indexes"):
+        labels[LABEL_APT_INDEXES] = result["apt_indexes"]
     if params.get("format") == "vm":
         return _build_base_vm(params, check_mode, catalog, result, version, labels, started)
     argv = ["mmdebstrap", "--quiet", "--variant=%s" % params["variant"], "--format=tar"]
@@ -66,11 +83,12 @@ def _build_base(params, check_mode, catalog, result, version, tags, started):
         argv.append("--dpkgopt=path-exclude=%s" % pattern)
     argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
     result.update(version=version, labels=labels)
+    workdir = None if check_mode else tempfile.mkdtemp(prefix="immutable-infra-base-")
+    argv += _apt.extra_source_hooks(params.get("apt_sources"), workdir or "WORKDIR")
     if check_mode:
         result.update(changed=True, image=None, commands=[argv + [params["suite"], "-"]],
                       duration=round(time.monotonic() - started, 3))
         return result
-    workdir = tempfile.mkdtemp(prefix="immutable-infra-base-")
     try:
         tarball = os.path.join(workdir, "rootfs.tar")
         argv += [params["suite"], tarball] + ([params["mirror"]] if params.get("mirror") else [])

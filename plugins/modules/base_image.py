@@ -14,7 +14,7 @@ description:
     and pushes it to the registry as an image version. No image is pulled from anywhere.
   - Bake once, like M(immutable.infra.image_bake). The fingerprint covers suite, variant, packages, mirror
     and the collection version; when the catalog holds a version with it, that version is returned unchanged.
-    O(force=true) builds anew (for example to pick up Debian security updates).
+    O(force=true) builds anew; O(refresh=true) builds anew only when the apt sources serve new packages.
   - Golden images name this image as their parent.
   - With O(format=vm) it builds a bootable Debian 12 VM image instead - a qcow2 disk (ext4, no partition table) with
     the cloud kernel, systemd, C(python3) and OpenSSH, and a small initramfs (virtio, ext4 and C(qemu_fw_cfg) only) -
@@ -66,6 +66,26 @@ options:
   mirror:
     description: Debian mirror URL. Defaults to the mirror apt on this machine is configured for.
     type: str
+  apt_sources:
+    description:
+      - Extra apt sources for the build, one-line C(sources.list) entries such as
+        C(deb [trusted=yes] file:///srv/repo ./) or a security mirror. An input of the fingerprint.
+      - They serve the build only and are left out of the image. C(file://) repositories are mounted into the
+        build with mmdebstrap's C(file-mirror-automount) hook.
+      - Container bases only.
+    type: list
+    elements: str
+    default: []
+  refresh:
+    description:
+      - Make the package indexes the sources serve now an input of the fingerprint (their sha256, read with
+        C(apt-get update) into a temporary directory; the machine's apt state is not touched). The base is baked
+        again when a source publishes new packages (a security fix), and stays a no-op while nothing changed.
+      - The sources are the mirror as mmdebstrap uses it (O(mirror), else C(deb.debian.org) with C(-updates) and
+        C(-security) for a stable suite) plus O(apt_sources). The digest is labelled C(infra.immutable.apt-indexes).
+      - The first refresh after bakes without it bakes once (the fingerprint gains the digest).
+    type: bool
+    default: false
   version:
     description: The version to give the new image. Defaults to the next whole number.
     type: str
@@ -99,6 +119,12 @@ EXAMPLES = r"""
 - name: Rebuild it to pick up security updates
   immutable.infra.base_image:
     force: true
+
+- name: Bake again only when the sources (here with a local repository) publish new packages
+  immutable.infra.base_image:
+    packages: [python3, immutable-canary]
+    apt_sources: ["deb [trusted=yes] file:///srv/repo ./"]
+    refresh: true
 """
 
 RETURN = r"""
@@ -112,6 +138,11 @@ fingerprint:
   returned: always
   type: str
   sample: sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5
+apt_indexes:
+  description: The digest of the package indexes of the sources (with O(refresh=true)), else null.
+  returned: always
+  type: str
+  sample: sha256:0556fd63b0014037e1972ee1a5932156b85fffdc9a73046c3d862b5665054810
 version:
   description: The version that was or would be built.
   returned: when a build happens or would happen
@@ -146,6 +177,8 @@ def main():
         variant=dict(type="str", default="minbase", choices=VARIANTS),
         packages=dict(type="list", elements="str", default=["python3"]),
         mirror=dict(type="str"),
+        apt_sources=dict(type="list", elements="str", default=[]),
+        refresh=dict(type="bool", default=False),
         version=dict(type="str"),
         force=dict(type="bool", default=False),
         revision=dict(type="str"),
