@@ -19,22 +19,19 @@ An index entry (_osv.normalise, _debian_tracker.normalise), keyed
 
 The parsed and validated entries of each source are cached in cache_dir,
 keyed by the source's content digest (a directory: the path, size and mtime
-of its files), so a re-scan neither parses nor validates again."""
+of its files), so a re-scan neither parses nor validates again; when a source
+changed, its unchanged parts (files, zip members, tracker packages) are taken
+from the previous load (_advisory_feeds reads the feeds)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
-import ssl
 import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 
-from ansible_collections.immutable.infra.plugins.module_utils import _debian_tracker, _osv
+from ansible_collections.immutable.infra.plugins.module_utils import _advisory_feeds, _osv
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 try:  # dpkg's own comparison, ~100x faster; python-debian otherwise (the same ordering)
@@ -192,9 +189,15 @@ def _lookup_keys(os_info, component):
     return keys, component.get("source_version") or component.get("version"), _deb_cmp
 
 
-def _merge(hits, cmp):
-    """Findings (without the package's fields) of hits [(entry, label, fixed)]
-    of one source version: one per group of hits sharing an id or alias."""
+def _is_cve(ident):
+    return ident.startswith("CVE-")
+
+
+def _groups(hits):
+    """{finding id: [hit..]} of hits [(entry, label, fixed)]: one finding per CVE,
+    with every record naming it (a DSA fixing three CVEs counts in each); records
+    linked by other shared ids (GHSA/PYSEC) go with the CVEs any of them names,
+    or form one finding of their own when none does."""
     parent = {}
 
     def find(x):
@@ -203,27 +206,40 @@ def _merge(hits, cmp):
             x = parent[x]
         return x
 
-    for entry, _label, _fixed in hits:
-        root = find(parent.setdefault(entry[0], entry[0]))
-        for alias in entry[1]:
-            other = find(parent.setdefault(alias, alias))
-            if other != root:
-                parent[other] = root
+    others = [sorted(i for i in [e[0]] + e[1] if not _is_cve(i)) for e, _l, _f in hits]
+    for ids in others:
+        for ident in ids:
+            parent.setdefault(ident, ident)
+            if find(ident) != find(ids[0]):
+                parent[find(ident)] = find(ids[0])
+    components = {}
+    for hit, ids in zip(hits, others):
+        if ids:
+            components.setdefault(find(ids[0]), []).append(hit)
     groups = {}
-    for hit in sorted(hits, key=lambda h: (h[0][0], h[1])):
-        groups.setdefault(find(hit[0][0]), []).append(hit)
+    for hit, ids in zip(hits, others):
+        if not ids:
+            for cve in {i for i in [hit[0][0]] + hit[0][1] if _is_cve(i)}:
+                groups.setdefault(cve, []).append(hit)
+    for root, members in components.items():
+        cves = {i for e, _l, _f in members for i in [e[0]] + e[1] if _is_cve(i)}
+        for key in cves or [min(i for e, _l, _f in members for i in [e[0]] + e[1])]:
+            groups.setdefault(key, []).extend(members)
+    return groups
+
+
+def _merge(hits, cmp):
+    """Findings (without the package's fields) of the hits of one source version."""
     findings = []
-    for group in groups.values():
-        ids = {i for e, _l, _f in group for i in [e[0]] + e[1]}
-        cves = sorted(i for i in ids if i.startswith("CVE-"))
-        primary = cves[0] if cves else min(ids)
+    for primary, group in _groups(sorted(hits, key=lambda h: (h[0][0], h[1]))).items():
         fixed = None
         for _e, _l, at in group:
             if at is not None and (fixed is None or cmp(at, fixed) > 0):
                 fixed = at
         own = [e for e, _l, _f in group if e[0] == primary] + [e for e, _l, _f in group]
+        aliases = {i for e, _l, _f in group for i in [e[0]] + e[1] if not _is_cve(i) or not _is_cve(primary)}
         findings.append({
-            "id": primary, "aliases": sorted(ids - {primary}), "fixed": fixed, "fix_available": fixed is not None,
+            "id": primary, "aliases": sorted(aliases - {primary}), "fixed": fixed, "fix_available": fixed is not None,
             "severity": min((severity(e) for e, _l, _f in group), key=_RANK.get),
             "urgency": next((e[5] for e, _l, _f in group if e[5]), None),
             "summary": next((e[2] for e in own if e[2]), ""),
@@ -264,101 +280,6 @@ def match(os_info, components, index):
 
 
 # ------------------------------------------------------------------- loading
-def _fetch(url, validate_certs, timeout):
-    if not url.startswith(("http://", "https://", "file://")):
-        raise ImmutableInfraError("advisory source URL %r: only http://, https:// and file:// URLs are supported" % url)
-    context = None
-    if url.startswith("https://"):
-        context = ssl.create_default_context() if validate_certs else ssl._create_unverified_context()  # pylint: disable=protected-access
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # nosec - the user's own feed
-            return response.read()
-    except urllib.error.HTTPError as exc:
-        raise ImmutableInfraError("advisory source %s answered HTTP %s %s; check the URL" % (url, exc.code, exc.reason))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ImmutableInfraError("advisory source %s is unreachable (%s, timeout %ss); check the URL and the network, "
-                                  "or download the file and pass it by path" % (url, reason, timeout))
-
-
-def _json(data, where):
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImmutableInfraError("%s: not valid JSON (%s); fix or remove this advisory file" % (where, exc))
-
-
-def _osv_records(doc, where):
-    """[(where, record)] of an OSV JSON document: one record or a list of them."""
-    records = doc if isinstance(doc, list) else [doc]
-    out = []
-    for i, record in enumerate(records):
-        at = "%s[%d]" % (where, i) if isinstance(doc, list) else where
-        if not isinstance(record, dict):
-            raise ImmutableInfraError("%s: an OSV record is a JSON object, not %s" % (at, type(record).__name__))
-        out.append(("%s (record %s)" % (at, record.get("id") if isinstance(record.get("id"), str) else "without id"), record))
-    return out
-
-
-def _zip_records(data, where):
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        names = sorted(n for n in archive.namelist() if n.endswith(".json"))
-        for name in names:
-            yield from _osv_records(_json(archive.read(name), "%s!%s" % (where, name)), "%s!%s" % (where, name))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise ImmutableInfraError("%s: not a readable zip archive (%s); fetch the OSV export again" % (where, exc))
-
-
-def _dir_files(path):
-    found = []
-    for top, dirs, files in os.walk(path):
-        dirs.sort()
-        found.extend(os.path.join(top, f) for f in sorted(files) if f.endswith(".json"))
-    return found
-
-
-def _normalise(fmt, source_data, where):
-    """(format, count, [(key, entry)]) of a source's data: ('dir', path) or ('bytes', data)."""
-    kind, data = source_data
-    if kind == "dir" or data[:4] == b"PK\x03\x04":
-        if fmt == "debian-tracker":
-            raise ImmutableInfraError("%s: format debian-tracker is one JSON file, not a directory or zip" % where)
-        if kind == "dir":
-            records = (r for f in _dir_files(data) for r in _osv_records(_json(_read(f), f), f))
-        else:
-            records = _zip_records(data, where)
-        doc, fmt = None, "osv"
-    else:
-        doc = _json(data, where)
-        if fmt is None:
-            if isinstance(doc, list) or (isinstance(doc, dict) and "id" in doc):
-                fmt = "osv"
-            elif _debian_tracker.looks_like_tracker(doc):
-                fmt = "debian-tracker"
-            else:
-                raise ImmutableInfraError("%s: neither OSV records nor the Debian security tracker's JSON; "
-                                          "set format: osv or debian-tracker" % where)
-        if fmt == "debian-tracker":
-            count, pairs = _debian_tracker.normalise(doc, where)
-            return fmt, count, pairs
-        records = _osv_records(doc, where)
-    pairs, count = [], 0
-    for at, record in records:
-        found = _osv.normalise(record, at)
-        pairs.extend(found)
-        count += bool(found)
-    return fmt, count, pairs
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ImmutableInfraError("advisory file %s cannot be read: %s" % (path, exc.strerror or exc))
-
-
 def _source(source, i):
     """(label, path or None, url or None, format) of a sources item, checked."""
     if not isinstance(source, dict) or len([k for k in ("path", "url") if source.get(k)]) != 1:
@@ -402,6 +323,18 @@ def _cache_read(cache_file):
     return None
 
 
+def _write_atomic(cache_dir, path, data):
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ImmutableInfraError("advisory cache %s cannot be written: %s; check its permissions or remove it"
+                                  % (cache_dir, exc.strerror or exc))
+
+
 def _cache_write(cache_dir, cache_file, header, table):
     parts, offsets, at = [], {}, 0
     for key in sorted(table):
@@ -409,35 +342,40 @@ def _cache_write(cache_dir, cache_file, header, table):
         offsets[key] = [at, at + len(blob)]
         parts.append(blob)
         at += len(blob)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".idx")
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(dict(header, cache_format=CACHE_FORMAT, keys=offsets), separators=(",", ":")).encode())
-            f.write(b"\n")
-            f.write(b"".join(parts))
-        os.replace(tmp, cache_file)
-        olds = sorted((os.path.getmtime(os.path.join(cache_dir, n)), n) for n in os.listdir(cache_dir)
-                      if n.endswith(".idx") and not n.startswith(".tmp-"))
-        for _mtime, name in olds[:-CACHE_KEEP]:
+    head = json.dumps(dict(header, cache_format=CACHE_FORMAT, keys=offsets), separators=(",", ":")).encode()
+    _write_atomic(cache_dir, cache_file, b"\n".join([head, b"".join(parts)]))
+    olds = sorted((os.path.getmtime(os.path.join(cache_dir, n)), n) for n in os.listdir(cache_dir) if n.endswith(".idx"))
+    for _mtime, name in olds[:-CACHE_KEEP]:
+        try:
             os.unlink(os.path.join(cache_dir, name))
-    except OSError as exc:
-        raise ImmutableInfraError("advisory cache %s cannot be written: %s; check its permissions or remove it"
-                                  % (cache_dir, exc.strerror or exc))
+        except OSError:
+            pass  # another scan removed it first
+
+
+def _memo_read(memo_file):
+    """The parts of the previous load of a source ({key: [count, pairs]}), or {}."""
+    try:
+        with open(memo_file, "rb") as f:
+            doc = json.loads(f.read())
+        if doc.get("cache_format") == CACHE_FORMAT and isinstance(doc.get("parts"), dict):
+            return doc["parts"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {}
 
 
 def _load_source(source, i, cache_dir, validate_certs, timeout):
     """(label, table, digest, count, cached) of one source."""
     label, path, url, fmt = _source(source, i)
     if url:
-        data = ("bytes", _fetch(url, validate_certs, timeout))
+        data = ("bytes", _advisory_feeds.fetch(url, validate_certs, timeout))
         key = hashlib.sha256(data[1]).hexdigest()
     elif os.path.isdir(path):
-        files = _dir_files(path)
+        files = _advisory_feeds.dir_files(path)
         stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
         data, key = ("dir", path), hashlib.sha256(json.dumps([os.path.abspath(path), stats]).encode()).hexdigest()
     elif os.path.exists(path):
-        data = ("bytes", _read(path))
+        data = ("bytes", _advisory_feeds.read(path))
         key = hashlib.sha256(data[1]).hexdigest()
     else:
         raise ImmutableInfraError("advisory source %s does not exist; pass an OSV directory, zip or JSON file, "
@@ -447,7 +385,9 @@ def _load_source(source, i, cache_dir, validate_certs, timeout):
     cached = _cache_read(cache_file) if cache_file else None
     if cached is not None:
         return label, cached[1], cached[0]["digest"], cached[0]["count"], True
-    fmt, count, pairs = _normalise(fmt, data, label)
+    memo_file = os.path.join(cache_dir, "memo-%s.json" % hashlib.sha256(label.encode()).hexdigest()[:32]) if cache_dir else None
+    memo = _memo_read(memo_file) if memo_file else {}
+    fmt, count, pairs, memo = _advisory_feeds.normalise(fmt, data, label, memo)
     table = {}
     for k, entry in pairs:
         table.setdefault(k, []).append(entry)
@@ -455,6 +395,9 @@ def _load_source(source, i, cache_dir, validate_certs, timeout):
     digest = hashlib.sha256("\n".join([fmt] + canonical).encode()).hexdigest()
     if cache_file:
         _cache_write(cache_dir, cache_file, {"format": fmt, "digest": digest, "count": count}, table)
+        if memo:
+            _write_atomic(cache_dir, memo_file, json.dumps({"cache_format": CACHE_FORMAT, "parts": memo},
+                                                           separators=(",", ":")).encode())
     return label, table, digest, count, False
 
 

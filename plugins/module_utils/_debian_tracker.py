@@ -49,35 +49,37 @@ def looks_like_tracker(doc):
     return entry is None or (isinstance(entry, dict) and "releases" in entry)
 
 
-def normalise(doc, where):
-    """(count, [(key, entry)]) of a whole tracker document; count is the
-    number of (source package, id) pairs with an entry for some release."""
-    global _validator  # pylint: disable=global-statement
-    if _validator is None:
-        _validator = type(osv_validator())(TRACKER_SCHEMA)
+def check_document(doc, where):
     if not isinstance(doc, dict):
         raise ImmutableInfraError("%s: a Debian security tracker document is an object of source packages, not %s"
                                   % (where, type(doc).__name__))
+
+
+def normalise_package(source, ids, where):
+    """(count, [(key, entry)]) of one source package's ids in a tracker document;
+    count is the number of ids with an entry for some release."""
+    global _validator  # pylint: disable=global-statement
+    if _validator is None:
+        _validator = type(osv_validator())(TRACKER_SCHEMA)
+    if not isinstance(ids, dict):
+        raise ImmutableInfraError("%s: source package %r: expected an object of advisory ids, got %s"
+                                  % (where, source, type(ids).__name__))
     count, out = 0, []
-    for source, ids in doc.items():
-        if not isinstance(ids, dict):
-            raise ImmutableInfraError("%s: source package %r: expected an object of advisory ids, got %s"
-                                      % (where, source, type(ids).__name__))
-        for ident, item in ids.items():
-            error = schema_error(_validator, item, "%s: %s %s" % (where, source, ident))
-            if error:
-                raise ImmutableInfraError(error + "; fix the tracker file or fetch it again")
-            kept = False
-            for release, info in item["releases"].items():
-                status, fixed = info["status"], info.get("fixed_version")
-                if status == "resolved":
-                    if not fixed or fixed == "0":
-                        continue
-                    ranges = [[["i", "0"], ["f", fixed]]]
-                else:
-                    ranges = [[["i", "0"]]]
-                kept = True
-                out.append(("Debian:%s\0%s" % (release, source),
-                            [ident, [], (item.get("description") or "")[:300], [], None, info.get("urgency"), ranges, []]))
-            count += kept
+    for ident, item in ids.items():
+        error = schema_error(_validator, item, "%s: %s %s" % (where, source, ident))
+        if error:
+            raise ImmutableInfraError(error + "; fix the tracker file or fetch it again")
+        kept = False
+        for release, info in item["releases"].items():
+            status, fixed = info["status"], info.get("fixed_version")
+            if status == "resolved":
+                if not fixed or fixed == "0":
+                    continue
+                ranges = [[["i", "0"], ["f", fixed]]]
+            else:
+                ranges = [[["i", "0"]]]
+            kept = True
+            out.append(("Debian:%s\0%s" % (release, source),
+                        [ident, [], (item.get("description") or "")[:300], [], None, info.get("urgency"), ranges, []]))
+        count += kept
     return count, out

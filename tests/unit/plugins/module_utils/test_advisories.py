@@ -53,7 +53,7 @@ def found(components, index, os_info=None):
 ])
 def test_compare_versions_is_dpkg_ordering(a, b, expected):
     assert adv.compare_versions(a, b) == expected
-    assert adv.compare_versions(b, a) == -expected
+    assert adv.compare_versions(b, a) == -expected  # pylint: disable=arguments-out-of-order
 
 
 # ------------------------------------------------------------------ matching
@@ -131,6 +131,35 @@ def test_aliases_merge_feeds_into_one_finding(index):
                             "severity", "urgency", "summary", "feeds"}
 
 
+def test_an_advisory_fixing_several_cves_counts_in_each(tmp_path):
+    """A DSA fixing two CVEs, one of them also in the tracker, and a GHSA linked to a CVE only through a PYSEC id."""
+    records = [
+        {"id": "DSA-6000-1", "modified": "2024-03-01T00:00:00Z", "aliases": ["CVE-2024-1111", "CVE-2024-2222"],
+         "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.14-1~deb12u1"}]}]}]},
+        {"id": "PYSEC-2024-9", "modified": "2024-03-01T00:00:00Z", "aliases": ["CVE-2024-3333"],
+         "affected": [{"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["3.1.2"]}]},
+        {"id": "GHSA-aaaa-bbbb-cccc", "modified": "2024-03-01T00:00:00Z", "aliases": ["PYSEC-2024-9"],
+         "affected": [{"package": {"ecosystem": "PyPI", "name": "Jinja2"},
+                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.1.3"}]}]}]}]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    tracker = {"openssl": {"CVE-2024-1111": {"description": "from the tracker", "releases": {
+        "bookworm": {"status": "resolved", "fixed_version": "3.0.13-1~deb12u1", "urgency": "medium"}}}}}
+    tracker_path = tmp_path / "tracker.json"
+    tracker_path.write_text(json.dumps(tracker))
+    index = adv.load_advisories([{"path": str(path)}, {"path": str(tracker_path)}])
+    comps = [deb("libssl3", "3.0.11-1~deb12u2", "openssl"), {"type": "pypi", "name": "jinja2", "version": "3.1.2"}]
+    got = {f["id"]: f for f in adv.match(BOOKWORM, comps, index)}
+    assert sorted(got) == ["CVE-2024-1111", "CVE-2024-2222", "CVE-2024-3333"]
+    assert got["CVE-2024-1111"]["aliases"] == ["DSA-6000-1"] and got["CVE-2024-2222"]["aliases"] == ["DSA-6000-1"]
+    assert got["CVE-2024-1111"]["fixed"] == "3.0.14-1~deb12u1"  # the later of the two feeds' fixes
+    assert got["CVE-2024-1111"]["summary"] == "from the tracker" and len(got["CVE-2024-1111"]["feeds"]) == 2
+    assert got["CVE-2024-2222"]["feeds"] == [str(path)]
+    assert got["CVE-2024-3333"]["aliases"] == ["GHSA-aaaa-bbbb-cccc", "PYSEC-2024-9"]
+    assert got["CVE-2024-3333"]["fixed"] == "3.1.3" and got["CVE-2024-3333"]["package"] == "jinja2"
+
+
 def test_pypi_and_sorting(index):
     comps = [{"type": "pypi", "name": "requests", "version": "2.31.0", "purl": "pkg:pypi/requests@2.31.0"},
              deb("libc6", "2.36-9+deb12u4", "glibc"), deb("zlib1g", "1:1.2.13.dfsg-1", "zlib")]
@@ -139,7 +168,7 @@ def test_pypi_and_sorting(index):
     pypi = [f for f in got if f["type"] == "pypi"]
     assert [(f["id"], f["aliases"], f["fixed"], f["severity"]) for f in pypi] == [
         ("GHSA-xxxx-yyyy-zzzz", ["PYSEC-2024-1"], "2.32.0", "high")]
-    assert not [f for f in adv.match(BOOKWORM, [dict(comps[0], version="2.32.0")], index)]
+    assert not adv.match(BOOKWORM, [dict(comps[0], version="2.32.0")], index)
 
 
 def test_severity_order_of_sources():
@@ -212,6 +241,41 @@ def test_cache_hit_after_first_load(tmp_path):
     assert adv.load_advisories(sources, cache_dir=str(cache)).cached == 0
 
 
+def test_changed_feed_reuses_its_unchanged_parts(tmp_path, monkeypatch):
+    """A new all.zip / tracker.json with one changed record: only that part is validated and normalised again."""
+    records = _records()
+    archive, tracker = tmp_path / "all.zip", tmp_path / "tracker.json"
+
+    def write(fixed):
+        next(r for r in records if r["id"] == "DSA-5555-1")["affected"][0]["ranges"][0]["events"][1]["fixed"] = fixed
+        with zipfile.ZipFile(archive, "w") as z:
+            for record in records:
+                z.writestr("%s.json" % record["id"], json.dumps(record))
+        with open(TRACKER) as f:
+            doc = json.load(f)
+        doc["openssl"]["CVE-2023-5678"]["releases"]["bookworm"]["fixed_version"] = fixed
+        tracker.write_text(json.dumps(doc))
+
+    calls = []
+    for module, name in ((adv._osv, "normalise"), (adv._advisory_feeds._debian_tracker, "normalise_package")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, functools.partial(lambda real, *a: calls.append(a[0].get("id") if isinstance(a[0], dict) else a[0])
+                                                            or real(*a), real))
+    sources, cache = [{"path": str(archive)}, {"path": str(tracker)}], str(tmp_path / "cache")
+    write("3.0.11-1~deb12u2")
+    first = adv.load_advisories(sources, cache_dir=cache)
+    assert len(calls) == len(records) + 3  # every record, every tracker package
+    del calls[:]
+    write("3.0.11-1~deb12u5")
+    second = adv.load_advisories(sources, cache_dir=cache)
+    assert second.cached == 0 and second.digest != first.digest
+    assert sorted(calls) == ["DSA-5555-1", "openssl"]
+    assert found([deb("libssl3", "3.0.11-1~deb12u4", "openssl")], second)[("CVE-2023-5678", "libssl3")]["fixed"] == \
+        "3.0.11-1~deb12u5"
+    fresh = adv.load_advisories(sources)  # no cache at all: the same index
+    assert fresh.digest == second.digest and fresh.sources == second.sources
+
+
 # -------------------------------------------------------------------- errors
 def _error(tmp_path, sources):
     cache = tmp_path / "cache-err"
@@ -268,6 +332,8 @@ def test_unknown_layout_and_bad_sources(tmp_path):
     odd.write_text(json.dumps({"hello": "world"}))
     assert "set format" in _error(tmp_path, [{"path": str(odd)}])
     assert "does not exist" in _error(tmp_path, [{"path": str(tmp_path / "missing.zip")}])
+    (tmp_path / "empty").mkdir()
+    assert "no OSV records" in _error(tmp_path, [{"path": str(tmp_path / "empty")}])
     assert "exactly one of path or url" in _error(tmp_path, [{"path": TRACKER, "url": "http://127.0.0.1/x"}])
     assert "format 'csv'" in _error(tmp_path, [{"path": TRACKER, "format": "csv"}])
     assert "non-empty list" in _error(tmp_path, [])
