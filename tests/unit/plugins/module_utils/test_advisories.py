@@ -56,6 +56,19 @@ def test_compare_versions_is_dpkg_ordering(a, b, expected):
     assert adv.compare_versions(b, a) == -expected  # pylint: disable=arguments-out-of-order
 
 
+def test_compare_versions_rejects_a_non_version():
+    with pytest.raises(ImmutableInfraError, match="cannot compare Debian versions"):
+        adv.compare_versions("not a version!", "1.0")
+
+
+def test_ranges_with_several_introduced_fixed_pairs_in_any_order():
+    entry = ["X", [], "", [], None, None,
+             [[["f", "1.0-7"], ["i", "1.0-5"], ["f", "1.0-2"], ["i", "0"]]], []]
+    cases = {"0.9-1": (True, "1.0-2"), "1.0-1": (True, "1.0-2"), "1.0-2": (False, None), "1.0-3": (False, None),
+             "1.0-5": (True, "1.0-7"), "1.0-6~bpo1": (True, "1.0-7"), "1.0-7": (False, None), "1:0.1": (False, None)}
+    assert {v: adv.affects(v, entry, adv.compare_versions) for v in cases} == cases
+
+
 # ------------------------------------------------------------------ matching
 def test_installed_version_below_fix_is_found_by_source_package(index):
     got = found([deb("libssl3", "3.0.11-1~deb12u1", "openssl"), deb("openssl", "3.0.11-1~deb12u1")], index)
