@@ -1,0 +1,78 @@
+"""SBOM and seal check at bake, on real bakes of a recipe outside the collection: the SBOM stored
+beside the version lists the base's Debian packages with their source packages, the same image
+gives the same SBOM bytes, and an unsealed image fails the bake naming what it holds, publishing
+nothing."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import uuid
+
+from conftest import _collection_import_path, bake_containers, tags
+from test_bad_inputs import bake, copy_recipe
+
+_collection_import_path()
+from ansible_collections.immutable.infra.plugins.module_utils import _image_files, _sbom  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle  # noqa: E402
+
+CREATED = "org.opencontainers.image.created"
+
+
+def local_images(name):
+    proc = subprocess.run(["podman", "images", "-q", "--filter", "label=infra.immutable.recipe=%s" % name],
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.split()
+
+
+def test_sbom_is_stored_at_bake_with_source_packages(ansible, registry, base, workdir):
+    name = "sbom-%s" % uuid.uuid4().hex[:6]
+    rc, res = bake(ansible, registry, recipe=copy_recipe(workdir, name), name=name)
+    assert rc == 0, res.get("msg")
+    image, summary = res["image"], res["sbom"]
+    data = Lifecycle(registry["address"], False).sbom(name, image["digest"])
+    assert data is not None and summary["changed"] is True
+    assert summary["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert summary["tag"] == image["digest"].replace(":", "-") + ".sbom" and summary["tag"] in tags(registry, name)
+    parsed = _sbom.read_sbom(data)
+    assert parsed["os"] == {"id": "debian", "version_id": "12", "codename": "bookworm"}
+    comps = {c["name"]: c for c in parsed["components"] if c["type"] == "deb"}
+    assert summary["components"] == len(parsed["components"])
+    # Source packages as dpkg records them: libc6 comes from glibc, bsdutils from util-linux.
+    assert comps["libc6"]["source"] == "glibc" and comps["bsdutils"]["source"] == "util-linux"
+    assert "upstream=glibc" in comps["libc6"]["purl"] and comps["libc6"]["purl"].startswith("pkg:deb/debian/libc6@")
+    # Every package of the base is listed, at its version.
+    subprocess.run(["podman", "pull", "-q", "--tls-verify=false", base["image"]["reference"]], capture_output=True,
+                   check=True)
+    with _image_files.image_root(base["image"]["reference"]) as root:
+        base_packages = _sbom.deb_packages(root)
+    assert base_packages and {p["name"]: p["version"] for p in base_packages}.items() <= \
+        {n: c["version"] for n, c in comps.items()}.items()
+    # The same image gives the same SBOM, byte for byte.
+    with _image_files.image_root("%s:%s" % (image["repository"], image["tag"])) as root:
+        assert _sbom.build_sbom(root, name, image["labels"][CREATED]) == data
+    # A bake of the same inputs is a no-op and stores nothing new.
+    before = tags(registry, name)
+    rc, again = bake(ansible, registry, recipe=copy_recipe(workdir, name + "-again"), name=name)
+    assert rc == 0 and again["changed"] is False and again["image"]["digest"] == image["digest"]
+    assert tags(registry, name) == before
+
+
+def test_an_unsealed_image_fails_the_bake_and_publishes_nothing(ansible, registry, base, workdir):
+    name = "unsealed-%s" % uuid.uuid4().hex[:6]
+    planted = (
+        "    - name: Make root's SSH directory\n"
+        "      ansible.builtin.file: {path: /root/.ssh, state: directory, mode: \"0700\"}\n"
+        "    - name: Leave a private key behind\n"
+        "      ansible.builtin.copy: {dest: /root/.ssh/id_rsa, content: \"not really a key\\n\", mode: \"0600\"}\n"
+        "    - name: Leave a machine id behind\n"
+        "      ansible.builtin.copy: {dest: /etc/machine-id, content: \"0123456789abcdef0123456789abcdef\\n\", "
+        "mode: \"0444\"}\n")
+    rc, res = bake(ansible, registry, recipe=copy_recipe(workdir, name, planted), name=name)
+    assert rc != 0 and res.get("failed"), res
+    assert "image %s:1 is not sealed" % name in res["msg"], res["msg"]
+    assert "/root/.ssh/id_rsa (private key)" in res["msg"] and "/etc/machine-id (machine id" in res["msg"]
+    assert "seal_allow" in res["msg"]
+    assert {f["path"] for f in res["seal_findings"]} == {"/root/.ssh/id_rsa", "/etc/machine-id"}
+    assert tags(registry, name) == []
+    assert local_images(name) == []
+    assert [c for c in bake_containers() if c.startswith("immutable-bake-%s-" % name)] == []
