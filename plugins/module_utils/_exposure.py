@@ -125,6 +125,14 @@ def _versions_from(scans, channels):
     return versions
 
 
+def _waiver(record, cve):
+    """{"reason", "expires"} when the version's policy verdict waived this finding, else None."""
+    for w in record.get("waived") or []:
+        if isinstance(w, dict) and w.get("id") == cve:
+            return {"reason": w.get("reason"), "expires": w.get("expires")}
+    return None
+
+
 def join(scans, channels, instances, weights=None, cves=None):
     """The exposure data (without generated time and registry): see the module's RETURN.
 
@@ -156,7 +164,7 @@ def join(scans, channels, instances, weights=None, cves=None):
             e["packages"][(pkg["package"], pkg["installed"], pkg["fixed"])] = pkg
             ve = e["versions"].setdefault((repo, digest), {
                 "repository": repo, "version": v["version"], "digest": digest, "scanned": v["scanned"],
-                "channels": v["channels"], "packages": [],
+                "channels": v["channels"], "packages": [], "waived": _waiver(v["record"], f["id"]),
                 "groups": [g["name"] for g in by_digest.get(digest, [])]})
             if fixed_text(pkg) not in ve["packages"]:
                 ve["packages"].append(fixed_text(pkg))
@@ -210,8 +218,10 @@ def _stacks(groups, cves):
         for c in cves:
             hit = [g for g in c["groups"] if g["name"] in names and (str(g["app"]), str(g["stack"])) == (app, stack)]
             if hit:
+                digests = {g["digest"] for g in hit}
+                packages = [p for v in c["versions"] if v["digest"] in digests for p in v["packages"]]
                 carried.append({"id": c["id"], "aliases": c["aliases"], "severity": c["severity"],
-                                "fix_available": c["fix_available"], "packages": [fixed_text(p) for p in c["packages"]],
+                                "fix_available": c["fix_available"], "packages": sorted(set(packages)),
                                 "groups": [g["name"] for g in hit],
                                 "live_groups": [g["name"] for g in hit if g["traffic"] == LIVE],
                                 "live": any(g["traffic"] == LIVE for g in hit)})
@@ -234,10 +244,11 @@ def _summary(cves, groups, versions):
 
 
 # ------------------------------------------------------------------ reading
-def read(lifecycle, platforms, router, repositories=None):
+def read(lifecycle, platforms, router, repositories=None, apps=None):
     """(scans, channels, instances, weights) from the registry, the platforms ([(name, Platform)])
-    and the router. A platform or the router that cannot be read is an error: a report that
-    silently left out a platform would say a CVE runs nowhere."""
+    and the router; instances of the given apps only (None: every app). A platform or the router
+    that cannot be read is an error: a report that silently left out a platform would say a CVE
+    runs nowhere."""
     every = lifecycle.repositories()
     unknown = sorted(set(repositories or []) - set(every))
     if unknown:
@@ -258,7 +269,7 @@ def read(lifecycle, platforms, router, repositories=None):
             raise ImmutableInfraError("cannot read the server groups on platform %s: %s; the exposure report needs "
                                       "every platform where groups run (leave %s out of platforms only if no group "
                                       "runs there)" % (name, exc.msg, name), **exc.details)
-        instances.extend(dict(i, platform=name) for i in listed)
+        instances.extend(dict(i, platform=name) for i in listed if not apps or i.get("app") in apps)
     weights = parse_router_state(router.load_routes()) if router is not None else {}
     return scans, chans, instances, weights
 
@@ -321,15 +332,15 @@ def write_reports(data, dest, formats, generated, check_mode=False, want_diff=Fa
 
 
 def report(lifecycle, platforms, router, cves=None, repositories=None, dest=None, formats=tuple(FORMATS),
-           generated=None, check_mode=False, want_diff=False):
+           generated=None, check_mode=False, want_diff=False, apps=None):
     """The module result: the exposure data, and the files written under dest (if given)."""
     generated = generated or now()[0]
     unknown = sorted(set(formats or []) - set(FORMATS))
     if unknown:
         raise ImmutableInfraError("unknown report format %s: use %s" % (", ".join(unknown), ", ".join(FORMATS)))
-    scans, chans, instances, weights = read(lifecycle, platforms, router, repositories)
+    scans, chans, instances, weights = read(lifecycle, platforms, router, repositories, apps)
     data = dict(join(scans, chans, instances, weights, cves), registry=lifecycle.registry,
-                platforms=[n for n, _p in platforms], filter=list(cves or []))
+                platforms=[n for n, _p in platforms], filter=list(cves or []), apps=sorted(apps or []))
     result = dict(data, generated=generated, changed=False, files=[])
     if dest:
         files, diffs = write_reports(data, dest, list(formats or FORMATS), generated, check_mode, want_diff)

@@ -33,6 +33,7 @@ section h3{margin:0 0 6px;font-size:16px}
  text-transform:uppercase;background:var(--c)}
 .tag{display:inline-block;border-radius:4px;padding:1px 6px;font-size:12px;border:1px solid #ccd;margin-right:4px}
 .fix{background:#e6f4ea;border-color:#8fc79b}.nofix{background:#fdecea;border-color:#f1a7a0}
+.waived{background:#fff4d6;border-color:#e8c96a}
 .live{background:#fde2e1;border-color:#e8898a;font-weight:600}.retained{background:#eef1f5}
 .muted{color:#6b7280}.alias{color:#6b7280;font-weight:400;font-size:13px}
 table{border-collapse:collapse;width:100%;margin:6px 0 4px;font-size:13px}
@@ -71,13 +72,19 @@ def _version(v):
     return "%s:%s" % (v.get("repository"), v.get("version"))
 
 
+def _waived(v):
+    w = v.get("waived")
+    return '<span class="tag waived" title="%s">waived until %s</span>' % (
+        _e(w.get("reason")), _e(w.get("expires"))) if w else ""
+
+
 def _cve_section(c):
     rows = []
     for v in c["versions"]:
         groups = [g for g in c["groups"] if g["digest"] == v["digest"]] or [None]
         for g in groups:
             cells = [
-                '<code>%s</code><div class="muted">%s</div>' % (_e(_version(v)), _e(_short(v["digest"]))),
+                '<code>%s</code><div class="muted">%s</div>%s' % (_e(_version(v)), _e(_short(v["digest"])), _waived(v)),
                 "<br>".join(_e(p) for p in v["packages"]),
                 " ".join('<span class="tag">%s</span>' % _e(ch) for ch in v["channels"]) or '<span class="muted">none</span>',
             ]
@@ -146,7 +153,8 @@ def page(data):
         "newest scan %s &middot; platforms %s%s</div></header><main>" % (
             _e(data["registry"]), _e(data["generated"]), _e(data["scanned_at"] or "none"),
             _e(", ".join(data["platforms"]) or "none"),
-            " &middot; filter %s" % _e(", ".join(data["filter"])) if data["filter"] else ""),
+            " &middot; filter %s" % _e(", ".join(data["filter"] + ["app " + a for a in data.get("apps") or []]))
+            if data["filter"] or data.get("apps") else ""),
         '<div class="cards" id="summary">%s</div>' % "".join(cards),
     ]
     if data["not_found"]:
@@ -190,7 +198,8 @@ def markdown(data):
                 "|---|---|---|---|---|---|---|---|"]
         for v in c["versions"]:
             for g in [g for g in c["groups"] if g["digest"] == v["digest"]] or [None]:
-                cells = [_version(v), "; ".join(v["packages"]), ", ".join(v["channels"])]
+                waived = " (waived until %s)" % v["waived"].get("expires") if v.get("waived") else ""
+                cells = [_version(v) + waived, "; ".join(v["packages"]), ", ".join(v["channels"])]
                 cells += ["not running", "", "", "", ""] if g is None else [
                     g["name"], "%s/%s" % (g["app"], g["stack"]), g["traffic"], g["instances"], ", ".join(g["zones"])]
                 out.append("| %s |" % " | ".join(_md(x) for x in cells))

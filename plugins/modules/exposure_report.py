@@ -48,6 +48,10 @@ options:
       - Requested names no finding matches are listed in RV(not_found).
     type: list
     elements: str
+  apps:
+    description: Read the server groups of these apps only (every stack). Default every app.
+    type: list
+    elements: str
   repositories:
     description: Read the scan records of these repositories only. Default every repository of the registry.
     type: list
@@ -74,6 +78,11 @@ EXAMPLES = r"""
     cves: [CVE-2024-12345]
   register: exposure
 
+- name: Report the web app's exposure only
+  immutable.infra.exposure_report:
+    apps: [web]
+    repositories: [web]
+
 - name: Write the fleet's exposure page for the operators
   immutable.infra.exposure_report:
     dest: /srv/reports/exposure
@@ -85,6 +94,7 @@ cves:
   description:
     - One entry per vulnerability found in a scanned version, worst severity first, then by id.
     - C(groups) are the server groups running an affected version (C(traffic) V(live) or V(retained)).
+    - A version's C(waived) is C({reason, expires}) when its scan's policy verdict waived the finding, else null.
   returned: always
   type: list
   elements: dict
@@ -97,7 +107,8 @@ cves:
       packages: [{package: libexample1, source: libexample, installed: 1.2-1, fixed: 1.2-2, fix_available: true,
                   severity: critical}]
       versions: [{repository: web, version: "7", digest: "sha256:3f1c...", scanned: "2026-11-30T14:00:00Z",
-                  channels: ["web:production"], packages: ["libexample1 1.2-1 -> 1.2-2"], groups: [web-prod-v007]}]
+                  channels: ["web:production"], packages: ["libexample1 1.2-1 -> 1.2-2"], groups: [web-prod-v007],
+                  waived: null}]
       channels: ["web:production"]
       groups: [{name: web-prod-v007, app: web, stack: prod, platform: podman, repository: web, version: "7",
                 digest: "sha256:3f1c...", channel: production, traffic: live, weight: 100, instances: 2, running: 2,
@@ -164,6 +175,18 @@ platforms:
   type: list
   elements: str
   sample: [podman]
+filter:
+  description: The O(cves) asked for (empty for every CVE).
+  returned: always
+  type: list
+  elements: str
+  sample: [CVE-2024-12345]
+apps:
+  description: The O(apps) whose server groups were read (empty for every app).
+  returned: always
+  type: list
+  elements: str
+  sample: [web]
 files:
   description: The report files under O(dest), and whether each changed (in check mode, would change).
   returned: always
@@ -186,6 +209,7 @@ def main():
     argument_spec = dict(
         cves=dict(type="list", elements="str"),
         repositories=dict(type="list", elements="str"),
+        apps=dict(type="list", elements="str"),
         platforms=dict(type="list", elements="str", choices=list(AVAILABLE)),
         platform_options=dict(type="dict", default={}),
         dest=dict(type="path"),
@@ -198,7 +222,7 @@ def main():
     def run():
         return report(Lifecycle(p["registry"], p["validate_certs"]), platforms_from(p["platforms"], p["platform_options"]),
                       Router(router_dir(p)), p["cves"], p["repositories"], p["dest"], p["formats"],
-                      check_mode=module.check_mode, want_diff=module._diff)
+                      check_mode=module.check_mode, want_diff=module._diff, apps=p["apps"])
 
     run_module(module, run)
 

@@ -49,7 +49,7 @@ def finding(cid, severity, package, installed, fixed, aliases=()):
             "urgency": None, "summary": "crafted for the exposure test", "feeds": ["test"]}
 
 
-def record_scan(registry, name, version, digest, findings):
+def record_scan(registry, name, version, digest, findings, waived=()):
     _collection_import_path()
     from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
     counts = {}
@@ -60,7 +60,7 @@ def record_scan(registry, name, version, digest, findings):
         "epoch": 1795946400.0, "by": "exposure-test", "sbom_digest": None, "advisories_digest": "sha256:" + "0" * 64,
         "advisories": [{"source": "test", "count": len(findings)}], "findings": findings, "counts": counts,
         "fixable": sum(1 for f in findings if f["fix_available"]), "policy": {}, "policy_digest": None,
-        "passed": False, "violations": [f["id"] for f in findings], "waived": []})
+        "passed": False, "violations": [f["id"] for f in findings], "waived": list(waived)})
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,15 @@ def fleet(ansible, registry, base, apps, env):
     record_scan(registry, name, "1", d1, [
         finding("CVE-2031-0002", "high", "libexp2", "2.0-1", None),
         finding("CVE-2031-0001", "critical", "libexp1", "1.0-1", "1.0-2", aliases=["DSA-9001-1"])])
-    record_scan(registry, name, "2", d2, [finding("CVE-2031-0002", "high", "libexp2", "2.0-3", None)])
+    record_scan(registry, name, "2", d2, [finding("CVE-2031-0002", "high", "libexp2", "2.0-3", None)],
+                waived=[{"id": "CVE-2031-0002", "package": "libexp2", "reason": "not reachable", "expires": "2031-12-31"}])
     return {"name": name, "app": app, "d1": d1, "d2": d2}
 
 
 def exposure(ansible, registry, fleet, check=False, diff=False, **args):
     rc, res = ansible.task("immutable.infra.exposure_report", dict(
-        {"registry": registry["address"], "repositories": [fleet["name"]], "platforms": ["podman"]}, **args),
+        {"registry": registry["address"], "repositories": [fleet["name"]], "apps": [fleet["app"]],
+         "platforms": ["podman"]}, **args),
         check=check, diff=diff)
     assert rc == 0, res
     return res
@@ -123,6 +125,8 @@ def test_report_names_groups_stacks_instances_and_zones_per_cve(ansible, registr
         "%s-prod-v001" % app: ("retained", 2, ["zone-a", "zone-b"], "1"),
         "%s-prod-v002" % app: ("live", 2, ["zone-a", "zone-b"], "2")}
     assert (high["instances"], high["live_instances"]) == (5, 3)
+    assert [(v["version"], v["waived"]) for v in high["versions"]] == [
+        ("1", None), ("2", {"reason": "not reachable", "expires": "2031-12-31"})]
 
     stacks = {s["name"]: s for s in res["stacks"] if s["app"] == app}
     prod, acme = stacks["%s/prod" % app], stacks["%s/acme" % app]
@@ -205,6 +209,7 @@ def test_reports_are_written_once_and_the_page_renders_in_chromium(ansible, regi
     assert "%s-prod-v002" % app not in cve_tables[0] and "%s-prod-v002" % app in cve_tables[1]
     runs = [t["cells"] for t in dom.tables if t["class"] == "runs"]
     assert any("%s-prod-v002" % app in cells and "live" in cells for cells in runs)
+    assert any(cell.endswith("waived until 2031-12-31") for cell in cve_tables[1])
 
     shot = tmp_path / "exposure.png"
     chromium(tmp_path, "--screenshot=%s" % shot, page)

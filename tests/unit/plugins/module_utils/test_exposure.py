@@ -92,6 +92,8 @@ def test_order_is_severity_then_id_and_stacks_worst_first():
     assert [(c["id"], c["groups"], c["live"]) for c in prod["cves"]] == [
         ("CVE-2024-0001", ["web-prod-v001"], False), ("CVE-2024-0002", ["web-prod-v002", "web-prod-v001"], True)]
     assert prod["cves"][1]["live_groups"] == ["web-prod-v002"]
+    assert prod["cves"][1]["packages"] == ["libbar2 1.0-1 -> no fix", "libbar2 2.0-1 -> no fix"]
+    assert data["stacks"][0]["cves"][1]["packages"] == ["libbar2 1.0-1 -> no fix"]      # acme runs web:1 only
     assert {g["name"]: g["cves"] for g in prod["groups"]} == {
         "web-prod-v002": ["CVE-2024-0002"], "web-prod-v001": ["CVE-2024-0001", "CVE-2024-0002"]}
     # Same input in another order: the same report.
@@ -188,7 +190,7 @@ def test_markdown_is_compact_and_ordered():
 
 def test_files_are_rewritten_only_when_more_than_the_generated_time_changes(tmp_path):
     dest = str(tmp_path / "out")
-    data = report_data()
+    data = report_data(apps=["web"])
     data.pop("generated")
     files = _exposure.write_reports(data, dest, ["json", "markdown", "html"], "2026-11-30T12:00:00Z", check_mode=True)[0]
     assert all(f["changed"] for f in files) and not os.path.exists(dest)
@@ -214,3 +216,63 @@ def test_dest_that_is_a_file_and_unknown_formats_are_refused(tmp_path):
         _exposure.write_reports(report_data(), str(path), ["html"], "t")
     with pytest.raises(ImmutableInfraError, match="unknown report format pdf"):
         _exposure.report(None, [], None, formats=["pdf"])
+
+
+def test_a_waived_finding_says_so_on_its_version():
+    rec = dict(SCANS[0], waived=[{"id": "CVE-2024-0001", "package": "libfoo1", "reason": "not reachable",
+                                  "expires": "2027-01-31"}])
+    data = _exposure.join([rec] + SCANS[1:], CHANNELS, INSTANCES, WEIGHTS)
+    a, b = by_id(data)["CVE-2024-0001"], by_id(data)["CVE-2024-0002"]
+    assert a["versions"][0]["waived"] == {"reason": "not reachable", "expires": "2027-01-31"}
+    assert b["versions"][0]["waived"] is None
+    html = page(dict(report_data(), cves=data["cves"]))
+    assert 'title="not reachable">waived until 2027-01-31</span>' in html
+    assert "| web:1 (waived until 2027-01-31) |" in markdown(dict(report_data(), cves=data["cves"]))
+
+
+class FakeLifecycle:
+    registry = "127.0.0.1:5000"
+
+    def repositories(self):
+        return ["web", "other"]
+
+    def index(self, name):
+        return {"scanned": {d(1): "t", d(2): "t"} if name == "web" else {}, "channels": []}
+
+    def scan_result(self, name, digest):
+        return {"version": {d(1): "1", d(2): "2"}[digest], "time": "t", "findings": []}
+
+    def channels(self, name, index=None):
+        return {"production": {"digest": d(2)}} if name == "web" else {}
+
+
+class FakePlatform:
+    def __init__(self, instances=None, error=None):
+        self.instances, self.error = instances or [], error
+
+    def list_instances(self, app=None, stack=None, group=None):
+        if self.error:
+            raise ImmutableInfraError(self.error)
+        return self.instances
+
+
+class FakeRouter:
+    def load_routes(self):
+        return {"endpoints": {"web/prod": {"groups": {"web-prod-v002": 100, "web-prod-v001": 0}}}}
+
+
+def test_read_takes_records_channels_instances_and_weights_and_refuses_an_unreadable_platform():
+    scans, chans, instances, weights = _exposure.read(
+        FakeLifecycle(), [("podman", FakePlatform([{"name": "x", "group": "web-prod-v002"}]))], FakeRouter(), ["web"])
+    assert [(s["repository"], s["subject"], s["version"]) for s in scans] == [("web", d(1), "1"), ("web", d(2), "2")]
+    assert chans == {"web": {"production": {"digest": d(2)}}}
+    assert instances == [{"name": "x", "group": "web-prod-v002", "platform": "podman"}]
+    assert weights == {"web-prod-v002": 100, "web-prod-v001": 0}
+    other = [{"name": "y", "group": "api-prod-v001", "app": "api"}, {"name": "x", "group": "web-prod-v002", "app": "web"}]
+    instances = _exposure.read(FakeLifecycle(), [("podman", FakePlatform(other))], FakeRouter(), apps=["web"])[2]
+    assert [i["name"] for i in instances] == ["x"]
+    with pytest.raises(ImmutableInfraError, match="cannot read the server groups on platform libvirt: no socket"):
+        _exposure.read(FakeLifecycle(), [("podman", FakePlatform()), ("libvirt", FakePlatform(error="no socket"))],
+                       FakeRouter())
+    with pytest.raises(ImmutableInfraError, match="unknown repository nope in registry 127.0.0.1:5000"):
+        _exposure.read(FakeLifecycle(), [], FakeRouter(), ["nope"])
