@@ -199,11 +199,14 @@ def resolve_port(given, members, image, declared=None):
     return port, source, [warning] if warning else []
 
 
-def converge(platform, resolve_image, params, check_mode=False, declared_port=None):
+def converge(platform, resolve_image, params, check_mode=False, declared_port=None, verify_image=None):
     """Make the server group for params['image'] (or params['group']) as asked.
 
     declared_port(image facts) -> (port, source, warning) gives the image's
-    own service port when params['port'] is not set (see resolve_port)."""
+    own service port when params['port'] is not set (see resolve_port).
+    verify_image(image facts) -> dict checks the version's signature (see
+    _signing.image_verifier) before anything is made, on every platform; it
+    raises to refuse, or returns a dict with a `warning` when not enforced."""
     app, stack = check_name("app", params["app"]), check_name("stack", params["stack"])
     count, zones = params["count"], params["zones"] or ["zone-a"]
     if count < 0:
@@ -245,7 +248,11 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
         if image is None and members:
             image = {"reference": members[0]["image"], "digest": members[0]["image_digest"],
                      "version": members[0]["image_version"]}
+    signature = verify_image(image) if verify_image is not None and image is not None else None
     port, port_source, warnings = resolve_port(params.get("port"), members, image, declared_port)
+    if signature is not None:
+        result["signature"] = signature
+        warnings = warnings + ([signature.pop("warning")] if signature.get("warning") else [])
     hc = health_spec(params.get("health_check"), port)
     result.update(port=port, port_source=port_source)
     if warnings:

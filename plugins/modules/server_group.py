@@ -24,6 +24,10 @@ description:
   - With O(channel), O(image) names the repository and the channel chooses the version (resolved by digest in the
     registry); a channel pointing at a revoked version is refused, naming the revocation. The instances are labelled
     C(infra.immutable.channel) and the group reports the channel and the digest.
+  - With O(signature_policy), the version's GPG signature (see M(immutable.infra.image_sign)) is verified before
+    anything starts, on every platform, also when a group already runs it; an unsigned version, a tampered
+    signature, a signature made for another version or repository, or one by a key the policy does not trust is
+    refused, naming the image, the digest and why. Removing a group never is.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
@@ -92,6 +96,33 @@ options:
     description: Seconds an instance gets to stop before it is killed.
     type: int
     default: 5
+  signature_policy:
+    description:
+      - Verify the version's signature before deploying it. The version must carry at least one signature, in the
+        lookaside directory, of its manifest digest for its repository, made by one of O(signature_policy.keys).
+      - Without this option, the policy in the JSON file named by the environment variable
+        C(IMMUTABLE_INFRA_SIGNATURE_POLICY) (same fields) applies; without either, nothing is verified.
+        O(ignore:signature_policy) can also be set once for a whole play with C(module_defaults).
+    type: dict
+    suboptions:
+      keys:
+        description:
+          - The trusted public keys - paths of key files (armored or binary, as C(gpg --export) writes them) or
+            armored key text.
+        type: list
+        elements: str
+        required: true
+      lookaside:
+        description:
+          - The signatures' directory (C(<lookaside>/<repository>@sha256=<hex>/signature-<n>), the layout podman and
+            skopeo read). Defaults to C(sigstore) in the project state directory, where
+            M(immutable.infra.image_bake) and M(immutable.infra.image_sign) store them.
+        type: path
+      require:
+        description:
+          - C(true) refuses a version that fails verification. C(false) only warns (to roll signing out).
+        type: bool
+        default: true
   state:
     description: C(present) or C(absent).
     type: str
@@ -114,6 +145,14 @@ EXAMPLES = r"""
       path: /healthz
       interval: 0.5
   register: new_group
+
+- name: Run only versions signed by the release key
+  immutable.infra.server_group:
+    app: web
+    stack: prod
+    image: web:3
+    signature_policy:
+      keys: [/etc/immutable-infra/release-key.pub]
 
 - name: Remove an old group
   immutable.infra.server_group:
@@ -178,6 +217,20 @@ port_source:
   returned: when O(state=present)
   type: str
   sample: expose
+signature:
+  description:
+    - The verification of the version's signature - the signer's C(fingerprint), the signed C(identity), the
+      signature C(path), the C(digest) and the C(trusted) fingerprints. With C(require=false) and a failed
+      verification, C(verified=false) and the C(reasons).
+  returned: when a signature policy applies and O(state=present)
+  type: dict
+  sample:
+    verified: true
+    fingerprint: BAE986A012B3FA5FB30835F0FB95E29AA651D11F
+    identity: 127.0.0.1:5000/web:2
+    path: /root/.local/state/immutable.infra/sigstore/web@sha256=ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d/signature-1
+    digest: sha256:ca098dc5767b143ca583b8685652454da52fbce6228768020849bc8cba14db3d
+    trusted: [BAE986A012B3FA5FB30835F0FB95E29AA651D11F]
 health:
   description: The last health answer of each instance.
   returned: when the task waited for health
@@ -193,6 +246,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._module import REG
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._revocation import usable_image
 from ansible_collections.immutable.infra.plugins.module_utils._server_group import HEALTH_OPTIONS, converge
+from ansible_collections.immutable.infra.plugins.module_utils._signing import POLICY_OPTIONS, image_verifier
 
 
 def main():
@@ -211,6 +265,7 @@ def main():
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int"),
             stop_timeout=dict(type="int", default=5),
+            signature_policy=dict(type="dict", options=POLICY_OPTIONS),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             **dict(REGISTRY_ARGS, **PLATFORM_ARGS)
         ),
@@ -228,7 +283,9 @@ def main():
         platform = platform_from(p, validate_certs=catalog.validate_certs)
         resolve = usable_image(catalog.resolve, lifecycle_for, p["registry"], p["channel"], p["state"] == "present",
                                "cannot start instances of")
-        result = converge(platform, resolve, p, module.check_mode, declared_port=catalog.service_port)
+        verify = image_verifier(catalog.client, p["signature_policy"]) if p["state"] == "present" else None
+        result = converge(platform, resolve, p, module.check_mode, declared_port=catalog.service_port,
+                          verify_image=verify)
         for warning in result.pop("warnings", []):
             module.warn(warning)
         return result
