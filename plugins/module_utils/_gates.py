@@ -14,6 +14,8 @@ Gates of a channel (all optional):
     after     the version was promoted to this channel before (it is a `to` in its history)
     min_soak  seconds the version spent as the head of `after` (every stint; the current one to now)
     approval  someone approved the move (approved_by is not empty)
+    scan      true: the version's stored scan, if any, passes the scan policy now (waiver expiry
+              re-evaluated); "required": it must also have been scanned (see _policy)
 A revoked version is always refused, whatever the gates. A rollback skips the
 gates but never lands on a revoked version.
 """
@@ -25,14 +27,16 @@ import time
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import NEW_CHANNEL, actor, check_channel, revoked_message
+from ansible_collections.immutable.infra.plugins.module_utils._policy import normalize_policy, summary_line, verdict_now
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
-GATES = ("tested", "after", "min_soak", "approval")
+GATES = ("tested", "after", "min_soak", "approval", "scan")
 
 
 # ------------------------------------------------------------------ pure logic
 def normalize_gates(gates, channel):
-    """The gates of `channel` as {tested: bool, after: str|None, min_soak: float|None, approval: bool};
+    """The gates of `channel` as {tested: bool, after: str|None, min_soak: float|None, approval: bool,
+    scan: None|"passed"|"required"};
     ImmutableInfraError naming the bad gate."""
     gates = dict(gates or {})
     unknown = sorted(k for k, v in gates.items() if k not in GATES and v is not None)
@@ -52,6 +56,7 @@ def normalize_gates(gates, channel):
             raise ImmutableInfraError("gate after of channel %s names the channel itself: name the channel "
                                       "a version must pass through before (e.g. dev before staging)" % channel)
     out["after"] = after
+    out["scan"] = _scan_gate(gates.get("scan"), channel)
     soak = gates.get("min_soak")
     if soak in (None, ""):
         out["min_soak"] = None
@@ -67,6 +72,32 @@ def normalize_gates(gates, channel):
             raise ImmutableInfraError("gate min_soak of channel %s needs gate after: the channel whose time it counts"
                                       % channel)
     return out
+
+
+def _scan_gate(value, channel):
+    if isinstance(value, str) and value.strip().lower() == "required":
+        return "required"
+    try:
+        return "passed" if boolean(value or False, strict=True) else None
+    except TypeError:
+        raise ImmutableInfraError("gate scan of channel %s must be true, false or required, not %r" % (channel, value))
+
+
+def scan_gate(name, version, mode, record, policy, today=None):
+    """The scan gate's result: the stored scan record judged by the policy now."""
+    tag = version["tag"] or version["version"]
+    verdict = verdict_now(record, policy, today, name)
+    if record is None and mode == "required":
+        return {"name": "scan", "passed": False, "detail": "version %s was never scanned: scan it first "
+                "(immutable.infra.image_scan, playbooks/scan.yml)" % tag}
+    if verdict["passed"]:
+        detail = ("version %s was scanned at %s and passes the scan policy%s" % (
+            tag, record.get("time"), " (waived: %s)" % ", ".join(sorted({w["id"] for w in verdict["waived"]}))
+            if verdict["waived"] else "") if record else "version %s was never scanned (not required)" % tag)
+    else:
+        detail = "%s; fix forward (rebake on a patched parent) or waive with a reason and an expiry" % summary_line(
+            name, tag, verdict)
+    return {"name": "scan", "passed": verdict["passed"], "detail": detail, "violations": verdict["violations"]}
 
 
 def stints(record, digest, now):
@@ -97,10 +128,12 @@ def _seconds(value):
     return "%d s" % int(value) if value == int(value) else "%.1f s" % value
 
 
-def evaluate(name, channel, gates, version, test=None, after_record=None, approved_by=None, revocation=None, now=None):
+def evaluate(name, channel, gates, version, test=None, after_record=None, approved_by=None, revocation=None, now=None,
+             scan=None, scan_policy=None):
     """Every gate of the move of `version` (version facts) to `channel`, as
     [{name, passed, detail}]: `revoked` first (always), then the configured gates.
-    test: the version's test record; after_record: the record of gates["after"]."""
+    test: the version's test record; after_record: the record of gates["after"];
+    scan: the version's scan record, judged by scan_policy (None: the default policy)."""
     now = time.time() if now is None else now
     tag = version["tag"] or version["version"]
     out = [{"name": "revoked", "passed": revocation is None,
@@ -144,6 +177,9 @@ def evaluate(name, channel, gates, version, test=None, after_record=None, approv
                   "channel %s needs an approval: give approved_by (promote.yml: promote_approved_by, "
                   "e.g. from an AWX approval node)" % channel)
         out.append({"name": "approval", "passed": bool(approved_by), "detail": detail})
+    if gates.get("scan"):
+        today = time.strftime("%Y-%m-%d", time.gmtime(now))
+        out.append(scan_gate(name, version, gates["scan"], scan, scan_policy, today))
     return out
 
 
@@ -249,6 +285,7 @@ def promote(lc, p, check_mode=False):
     of p["from_channel"], if every gate in p["gates"] passes (and the version is not revoked)."""
     name, channel = p["name"], check_channel(p["channel"])
     gates = normalize_gates(p.get("gates"), channel)
+    scan_policy = normalize_policy(p.get("scan_policy")) if gates["scan"] else None
     target = _target(lc, p)
     before = lc.channel(name, channel)
     head = (before or {}).get("digest")
@@ -257,7 +294,8 @@ def promote(lc, p, check_mode=False):
         name, channel, gates, target,
         test=lc.test_result(name, target["digest"]) if gates["tested"] else None,
         after_record=lc.channel(name, gates["after"]) if gates["after"] else None,
-        approved_by=approved_by, revocation=lc.revocation(name, target["digest"]))
+        approved_by=approved_by, revocation=lc.revocation(name, target["digest"]),
+        scan=lc.scan_result(name, target["digest"]) if gates["scan"] else None, scan_policy=scan_policy)
     if head == target["digest"]:
         # Nothing moves: gates are reported, not enforced; a revoked head is still named.
         if not results[0]["passed"]:

@@ -92,6 +92,19 @@ options:
         description: The move needs O(approved_by).
         type: bool
         default: false
+      scan:
+        description:
+          - V(true) - the version's stored scan (M(immutable.infra.image_scan)) must pass O(scan_policy) now (a waiver
+            that expired since stops counting); a version never scanned passes unless the policy sets
+            C(require_scan). V(required) - and it must have been scanned. V(false) - no scan gate.
+          - A refusal names the failing findings.
+        type: raw
+  scan_policy:
+    description:
+      - The vulnerability policy the O(gates.scan) gate judges the stored scan by (see M(immutable.infra.image_scan)'s
+        O(immutable.infra.image_scan#module:policy)). Default the collection's default policy (fixable critical and
+        high findings fail, no waivers).
+    type: dict
   approved_by:
     description:
       - Who approved the move (for example the approver of an AWX approval node). Recorded in the history.
@@ -108,6 +121,7 @@ options:
 seealso:
   - module: immutable.infra.image_info
   - module: immutable.infra.image_test
+  - module: immutable.infra.image_scan
 """
 
 EXAMPLES = r"""
@@ -166,8 +180,9 @@ move:
            reason: weekly release, approved_by: bob}
 gates:
   description:
-    - Every gate evaluated, in order - C(revoked) (always), then C(tested), C(after), C(min_soak), C(approval) as
-      configured. Each with C(name), C(passed) and C(detail) (C(min_soak) adds C(seconds) spent).
+    - Every gate evaluated, in order - C(revoked) (always), then C(tested), C(after), C(min_soak), C(approval), C(scan) as
+      configured. Each with C(name), C(passed) and C(detail) (C(min_soak) adds C(seconds) spent; C(scan) adds
+      C(violations), the ids of the failing findings).
   returned: success, and when a gate refused
   type: list
   elements: dict
@@ -207,7 +222,8 @@ def main():
             state=dict(type="str", default="present", choices=["present", "rollback"]),
             gates=dict(type="dict", default={}, options=dict(
                 tested=dict(type="bool", default=False), after=dict(type="str"),
-                min_soak=dict(type="float"), approval=dict(type="bool", default=False))),
+                min_soak=dict(type="float"), approval=dict(type="bool", default=False), scan=dict(type="raw"))),
+            scan_policy=dict(type="dict"),
             approved_by=dict(type="str"),
             reason=dict(type="str"),
             actor=dict(type="str"),

@@ -122,8 +122,8 @@ def test_bad_gates_are_named(given, msg):
 
 def test_normalize_fills_the_gates_that_do_not_apply():
     assert gates.normalize_gates({"tested": "yes", "after": "dev", "min_soak": "0"}, "staging") == {
-        "tested": True, "approval": False, "after": "dev", "min_soak": 0.0}
-    assert gates.normalize_gates(None, "dev") == {"tested": False, "approval": False, "after": None, "min_soak": None}
+        "tested": True, "approval": False, "after": "dev", "min_soak": 0.0, "scan": None}
+    assert gates.normalize_gates(None, "dev") == {"tested": False, "approval": False, "after": None, "min_soak": None, "scan": None}
 
 
 def test_every_gate_is_evaluated_and_every_refusal_named():
@@ -260,3 +260,49 @@ def test_bad_inputs_change_nothing():
     with pytest.raises(ImmutableInfraError, match="unknown channel staging"):
         gates.promote(lc, params("production", from_channel="staging"))
     assert lc.moves == []
+
+
+# ------------------------------------------------------------------ the scan gate (issue 9)
+class ScannedLifecycle(FakeLifecycle):
+    def __init__(self):
+        super().__init__()
+        self.scans = {}
+
+    def scan_result(self, name, digest):
+        return self.scans.get(digest)
+
+
+def scan_record(*severities):
+    return {"kind": "scan", "repository": "web", "time": "t", "findings": [
+        {"id": "CVE-%d" % i, "aliases": [], "package": "libssl3", "source": "openssl", "installed": "1.1-1",
+         "fixed": "1.2-1", "fix_available": True, "severity": sev} for i, sev in enumerate(severities)]}
+
+
+@pytest.mark.parametrize("given, want", [(True, "passed"), ("yes", "passed"), ("required", "required"),
+                                         (False, None), (None, None)])
+def test_scan_gate_values(given, want):
+    assert gates.normalize_gates({"scan": given}, "staging")["scan"] == want
+
+
+def test_scan_gate_bad_value_is_named():
+    with pytest.raises(ImmutableInfraError, match="gate scan of channel staging must be true, false or required, not 'maybe'"):
+        gates.normalize_gates({"scan": "maybe"}, "staging")
+
+
+def test_scan_gate_refuses_failing_findings_and_passes_after_a_waiver():
+    lc = ScannedLifecycle()
+    p = params("dev", 1, gates={"scan": True})
+    assert gates.promote(lc, p, check_mode=True)["gates"][-1]["detail"] == "version 1 was never scanned (not required)"
+    with pytest.raises(ImmutableInfraError, match="refused by gate scan: version 1 was never scanned"):
+        gates.promote(lc, dict(p, gates={"scan": "required"}))
+    lc.scans[D[1]] = scan_record("critical", "low")
+    with pytest.raises(ImmutableInfraError) as err:
+        gates.promote(lc, p)
+    assert "refused by gate scan: web:1 fails the scan policy: CVE-0 (critical, libssl3 1.1-1, fixed in 1.2-1)" in err.value.msg
+    assert err.value.details["gates"][-1]["violations"] == ["CVE-0"] and lc.moves == []
+    waiver = {"id": "CVE-0", "reason": "not reachable", "expires": "2999-12-31"}
+    res = gates.promote(lc, dict(p, scan_policy={"waivers": [waiver]}))
+    assert res["changed"] and "passes the scan policy (waived: CVE-0)" in res["gates"][-1]["detail"]
+    expired = dict(waiver, expires="2000-01-01")
+    with pytest.raises(ImmutableInfraError, match="expired waiver"):
+        gates.promote(lc, params("staging", 1, gates={"scan": True}, scan_policy={"waivers": [expired]}))
