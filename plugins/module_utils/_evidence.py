@@ -85,4 +85,3 @@ def after_publish(catalog, facts, evidence, params, check_mode=False):
         signature = _signing.sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
                                           check_mode=check_mode)
     return {"sbom": sbom, "signature": signature}
-

@@ -71,8 +71,8 @@ def _docker_config(path):
     except ValueError:
         return None
     auths = doc.get("auths") if isinstance(doc, dict) else None
-    if isinstance(auths, dict) and any(isinstance(v, dict) and (v.get("auth") or v.get("identitytoken")
-                                                                 or v.get("password")) for v in auths.values()):
+    secrets = ("auth", "identitytoken", "password")
+    if isinstance(auths, dict) and any(isinstance(v, dict) and any(v.get(k) for k in secrets) for v in auths.values()):
         return "credentials (container registry auths)"
     return None
 
