@@ -7,7 +7,7 @@ export CONTAINERS_CONF := $(TOP)/.cache/containers/containers.conf
 export CONTAINERS_REGISTRIES_CONF := $(TOP)/.cache/containers/registries.conf
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule bench bench-release bench-vm bench-lifecycle registry-stop libvirt-stop
+.PHONY: setup demo test test-unit test-sanity test-lint test-packer test-integration test-vm test-molecule bench bench-release bench-vm bench-lifecycle bench-scan registry-stop libvirt-stop
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +34,9 @@ bench-release: setup
 
 bench-lifecycle: setup
 	python3 bench/lifecycle.py $(ARGS)
+
+bench-scan: setup
+	python3 bench/scan.py $(ARGS)
 
 registry-stop: setup
 	ansible-playbook playbooks/registry.yml -e registry_state=stopped
