@@ -25,10 +25,15 @@ from the previous load (_advisory_feeds reads the feeds)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import json
+import marshal
 import os
+import struct
+import sys
 import tempfile
 
 from ansible_collections.immutable.infra.plugins.module_utils import _advisory_feeds, _osv
@@ -66,7 +71,8 @@ URGENCY_SEVERITY = {"high": "high", "medium": "medium", "low": "low", "unimporta
 _DB_SEVERITY = {"critical": "critical", "high": "high", "important": "high", "medium": "medium",
                 "moderate": "medium", "low": "low", "negligible": "negligible", "unimportant": "negligible",
                 "none": "negligible"}
-CACHE_FORMAT = 1
+# Cache files are marshal data (fast; Python-version specific: the version is part of the format).
+CACHE_FORMAT = "2-py%d.%d" % sys.version_info[:2]
 CACHE_KEEP = 8  # cache files kept in cache_dir (the newest)
 
 
@@ -295,9 +301,9 @@ def _source(source, i):
 
 
 class _CachedTable:
-    """A source's table as cached: a JSON header line {"keys": {key: [start, end]}, ...}
-    then each key's entries as JSON at those offsets of the body, decoded on first use
-    (a scan looks up a few hundred source packages of tens of thousands)."""
+    """A source's table as cached: a header {"keys": {key: (start, end)}, ...} then each
+    key's entries (marshal) at those offsets of the body, decoded on first use (a scan
+    looks up a few hundred source packages of tens of thousands)."""
 
     def __init__(self, header, body):
         self.offsets, self.body, self.decoded = header["keys"], body, {}
@@ -305,20 +311,21 @@ class _CachedTable:
     def get(self, key, default=None):
         if key not in self.decoded:
             span = self.offsets.get(key)
-            self.decoded[key] = json.loads(bytes(self.body[span[0]:span[1]])) if span else default
+            self.decoded[key] = marshal.loads(self.body[span[0]:span[1]]) if span else default
         return self.decoded[key]
 
 
 def _cache_read(cache_file):
-    """(header, table) of a cache file, or None when absent, damaged or of another format."""
+    """(header, table) of a cache file (8 bytes: the header's length, the header, the
+    body), or None when absent, damaged or of another format."""
     try:
         with open(cache_file, "rb") as f:
             data = f.read()
-        end = data.index(b"\n")
-        header = json.loads(data[:end])
+        size = struct.unpack("!Q", data[:8])[0]
+        header = marshal.loads(data[8:8 + size])
         if header.get("cache_format") == CACHE_FORMAT:
-            return header, _CachedTable(header, memoryview(data)[end + 1:])
-    except (OSError, ValueError, AttributeError):
+            return header, _CachedTable(header, memoryview(data)[8 + size:])
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, struct.error):
         pass  # absent or damaged: rebuilt by the caller
     return None
 
@@ -338,12 +345,12 @@ def _write_atomic(cache_dir, path, data):
 def _cache_write(cache_dir, cache_file, header, table):
     parts, offsets, at = [], {}, 0
     for key in sorted(table):
-        blob = json.dumps(table[key], separators=(",", ":")).encode()
-        offsets[key] = [at, at + len(blob)]
+        blob = marshal.dumps(table[key])
+        offsets[key] = (at, at + len(blob))
         parts.append(blob)
         at += len(blob)
-    head = json.dumps(dict(header, cache_format=CACHE_FORMAT, keys=offsets), separators=(",", ":")).encode()
-    _write_atomic(cache_dir, cache_file, b"\n".join([head, b"".join(parts)]))
+    head = marshal.dumps(dict(header, cache_format=CACHE_FORMAT, keys=offsets))
+    _write_atomic(cache_dir, cache_file, b"".join([struct.pack("!Q", len(head)), head] + parts))
     olds = sorted((os.path.getmtime(os.path.join(cache_dir, n)), n) for n in os.listdir(cache_dir) if n.endswith(".idx"))
     for _mtime, name in olds[:-CACHE_KEEP]:
         try:
@@ -353,13 +360,13 @@ def _cache_write(cache_dir, cache_file, header, table):
 
 
 def _memo_read(memo_file):
-    """The parts of the previous load of a source ({key: [count, pairs]}), or {}."""
+    """The parts of the previous load of a source ({key: (count, pairs, hashes)}), or {}."""
     try:
         with open(memo_file, "rb") as f:
-            doc = json.loads(f.read())
+            doc = marshal.loads(f.read())
         if doc.get("cache_format") == CACHE_FORMAT and isinstance(doc.get("parts"), dict):
             return doc["parts"]
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, EOFError, TypeError, AttributeError):
         pass
     return {}
 
@@ -385,20 +392,32 @@ def _load_source(source, i, cache_dir, validate_certs, timeout):
     cached = _cache_read(cache_file) if cache_file else None
     if cached is not None:
         return label, cached[1], cached[0]["digest"], cached[0]["count"], True
-    memo_file = os.path.join(cache_dir, "memo-%s.json" % hashlib.sha256(label.encode()).hexdigest()[:32]) if cache_dir else None
+    memo_file = os.path.join(cache_dir, "memo-%s.bin" % hashlib.sha256(label.encode()).hexdigest()[:32]) if cache_dir else None
     memo = _memo_read(memo_file) if memo_file else {}
-    fmt, count, pairs, memo = _advisory_feeds.normalise(fmt, data, label, memo)
+    fmt, count, pairs, hashes, memo = _advisory_feeds.normalise(fmt, data, label, memo)
     table = {}
     for k, entry in pairs:
         table.setdefault(k, []).append(entry)
-    canonical = sorted(json.dumps([k, e], separators=(",", ":")) for k, e in pairs)
-    digest = hashlib.sha256("\n".join([fmt] + canonical).encode()).hexdigest()
+    # Over the sorted hashes of the normalised (key, entry) pairs: the order of files, members or records does not count.
+    digest = hashlib.sha256("\n".join([fmt] + sorted(hashes)).encode()).hexdigest()
     if cache_file:
         _cache_write(cache_dir, cache_file, {"format": fmt, "digest": digest, "count": count}, table)
         if memo:
-            _write_atomic(cache_dir, memo_file, json.dumps({"cache_format": CACHE_FORMAT, "parts": memo},
-                                                           separators=(",", ":")).encode())
+            _write_atomic(cache_dir, memo_file, marshal.dumps({"cache_format": CACHE_FORMAT, "parts": memo}))
     return label, table, digest, count, False
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while millions of small lists are built: the
+    collector would walk them again and again (the data holds no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_advisories(sources, cache_dir=None, validate_certs=True, timeout=60):
@@ -408,7 +427,8 @@ def load_advisories(sources, cache_dir=None, validate_certs=True, timeout=60):
         raise ImmutableInfraError("advisory sources must be a non-empty list of {path: ...} or {url: ...}")
     tables, infos, digests, cached = [], [], [], 0
     for i, source in enumerate(sources):
-        label, table, digest, count, hit = _load_source(source, i, cache_dir, validate_certs, timeout)
+        with _gc_paused():
+            label, table, digest, count, hit = _load_source(source, i, cache_dir, validate_certs, timeout)
         tables.append((label, table))
         infos.append({"source": label, "count": count})
         digests.append(digest)

@@ -112,28 +112,36 @@ def _chunks(fmt, source_data, where):
     if fmt == "osv":
         return fmt, [(None, lambda: _osv_chunk(_osv_records(doc, where)))]
     _debian_tracker.check_document(doc, where)
-    return fmt, [(hashlib.sha256(json.dumps([source, ids], sort_keys=True).encode()).hexdigest(),
+    return fmt, [(hashlib.sha256(json.dumps([source, ids]).encode()).hexdigest(),
                   functools.partial(_debian_tracker.normalise_package, source, ids, where))
                  for source, ids in doc.items()]
 
 
+def _hashed(part):
+    """(count, pairs, [sha256 of each pair's canonical JSON]) of a part (count, pairs)."""
+    count, pairs = part
+    return count, pairs, [hashlib.sha256(json.dumps(pair, separators=(",", ":")).encode()).hexdigest() for pair in pairs]
+
+
 def normalise(fmt, source_data, where, memo):
-    """(format, count, pairs, new memo): the parts found in memo (the previous load's,
-    {key: [count, pairs]}) are reused, neither parsed nor validated again."""
+    """(format, count, pairs, hashes, new memo): the parts found in memo (the previous
+    load's, {key: (count, pairs, hashes)}) are reused, neither parsed nor validated again.
+    hashes: one per pair, for the source's digest."""
     try:
         fmt, chunks = _chunks(fmt, source_data, where)
-        count, pairs, new_memo = 0, [], {}
+        count, pairs, hashes, new_memo = 0, [], [], {}
         for key, thunk in chunks:
             part = memo.get(key) if key else None
             if part is None:
-                part = thunk()
+                part = _hashed(thunk())
             if key:
                 new_memo[key] = part
             count += part[0]
             pairs.extend(part[1])
+            hashes.extend(part[2])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise ImmutableInfraError("%s: not a readable zip archive (%s); fetch the OSV export again" % (where, exc))
-    return fmt, count, pairs, new_memo
+    return fmt, count, pairs, hashes, new_memo
 
 
 def read(path):
