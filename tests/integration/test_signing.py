@@ -229,3 +229,26 @@ def test_the_signatures_pass_the_containers_signedby_policy(registry, keys, vers
     refused = copy(versions["d2"], keys["a_pub"])
     assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr
     assert copy(versions["d1"], keys["b_pub"]).returncode != 0
+
+
+def test_a_version_signed_at_bake_deploys_under_the_policy(ansible, registry, base, keys, apps, env):
+    """image_bake's `signing` (key by file, with its passphrase) signs the published version; the web
+    recipe's version then deploys trusting A and is refused trusting only B."""
+    name = "sigweb%s" % uuid.uuid4().hex[:6]
+    rc, res = ansible.task("immutable.infra.image_bake", {
+        "recipe": "web", "name": name, "parent": "immutable/base", "registry": registry["address"],
+        "variables": {"web_message": "signed"}, "signing": {"key_file": keys["a_sec"], "passphrase": PASSPHRASE}})
+    assert rc == 0, res.get("msg")
+    image, signature = res["image"], res["signature"]
+    assert signature["fingerprint"] == keys["a_fpr"] and signature["digest"] == image["digest"]
+    assert signature["path"] == os.path.join(sigdir(env, name, image["digest"]), "signature-1")
+    assert PASSPHRASE not in json.dumps(res)
+    app = apps("sigbake")
+    args = {"app": app, "stack": "prod", "image": image["reference"], "registry": registry["address"], "count": 1,
+            "health_check": {"interval": 0.2}}
+    rc, res = ansible.task("immutable.infra.server_group", dict(args, signature_policy={"keys": [keys["b_pub"]]}))
+    assert rc != 0 and "signed by key %s, which the policy does not trust" % keys["a_fpr"] in res["msg"], res
+    assert instances(app) == []
+    rc, res = ansible.task("immutable.infra.server_group", dict(args, signature_policy={"keys": [keys["a_pub"]]}))
+    assert rc == 0 and res["signature"]["fingerprint"] == keys["a_fpr"], res.get("msg")
+    assert instances(app, running=True) == [i["name"] for i in res["group"]["instances"]]
