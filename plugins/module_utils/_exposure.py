@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import parse_reference, version_key
 from ansible_collections.immutable.infra.plugins.module_utils._fleet import parse_router_state
 from ansible_collections.immutable.infra.plugins.module_utils._prune import digest_of
-from ansible_collections.immutable.infra.plugins.module_utils._records import now
+from ansible_collections.immutable.infra.plugins.module_utils._records import LABEL_CHANNEL, now
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
@@ -35,7 +35,7 @@ LIVE, RETAINED = "live", "retained"
 FORMATS = {"json": "exposure.json", "markdown": "exposure.md", "html": "exposure.html"}
 # Stands for the generated time while a report is compared with the file it would replace.
 _GENERATED = "@@GENERATED@@"
-_TIME_RE = r"[0-9T:.+Z-]{0,40}"
+_TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
 
 
 def rank(severity):
@@ -57,7 +57,8 @@ def counts(severities):
 
 def wanted_ids(cves):
     """The filter as upper-case ids, or None for every CVE."""
-    return {str(c).strip().upper() for c in cves if str(c).strip()} or None if cves else None
+    wanted = {str(c).strip().upper() for c in cves or [] if str(c).strip()}
+    return wanted or None
 
 
 def matching(finding, wanted):
@@ -92,7 +93,7 @@ def groups_from(instances, weights):
             g = groups[key] = {
                 "name": inst["group"], "app": inst.get("app"), "stack": inst.get("stack"), "platform": key[0],
                 "sequence": inst.get("sequence"), "digest": digest, "repository": repository,
-                "version": inst.get("image_version"), "channel": (inst.get("labels") or {}).get("infra.immutable.channel"),
+                "version": inst.get("image_version"), "channel": (inst.get("labels") or {}).get(LABEL_CHANNEL),
                 "traffic": LIVE if weight and weight > 0 else RETAINED, "weight": weight,
                 "instances": 0, "running": 0, "zones": [], "instance_names": []}
         g["instances"] += 1
@@ -211,20 +212,24 @@ def _stacks(groups, cves):
     stacks = {}
     for g in groups:
         stacks.setdefault((str(g["app"]), str(g["stack"])), []).append(g)
+    hits = {}        # (app, stack) -> [(cve, its groups there)], in the CVEs' order
+    for c in cves:
+        there = {}
+        for g in c["groups"]:
+            there.setdefault((str(g["app"]), str(g["stack"])), []).append(g)
+        for key, hit in there.items():
+            hits.setdefault(key, []).append((c, hit))
     out = []
     for (app, stack), members in stacks.items():
-        names = {g["name"] for g in members}
         carried = []
-        for c in cves:
-            hit = [g for g in c["groups"] if g["name"] in names and (str(g["app"]), str(g["stack"])) == (app, stack)]
-            if hit:
-                digests = {g["digest"] for g in hit}
-                packages = [p for v in c["versions"] if v["digest"] in digests for p in v["packages"]]
-                carried.append({"id": c["id"], "aliases": c["aliases"], "severity": c["severity"],
-                                "fix_available": c["fix_available"], "packages": sorted(set(packages)),
-                                "groups": [g["name"] for g in hit],
-                                "live_groups": [g["name"] for g in hit if g["traffic"] == LIVE],
-                                "live": any(g["traffic"] == LIVE for g in hit)})
+        for c, hit in hits.get((app, stack), []):
+            digests = {g["digest"] for g in hit}
+            packages = [p for v in c["versions"] if v["digest"] in digests for p in v["packages"]]
+            carried.append({"id": c["id"], "aliases": c["aliases"], "severity": c["severity"],
+                            "fix_available": c["fix_available"], "packages": sorted(set(packages)),
+                            "groups": [g["name"] for g in hit],
+                            "live_groups": [g["name"] for g in hit if g["traffic"] == LIVE],
+                            "live": any(g["traffic"] == LIVE for g in hit)})
         out.append({"name": "%s/%s" % (app, stack), "app": app, "stack": stack,
                     "groups": [dict(_brief(g), cves=[c["id"] for c in carried if g["name"] in c["groups"]])
                                for g in members],
@@ -290,8 +295,19 @@ def render(data, fmt):
 
 def same_but_generated(old, template):
     """True when old is template with some generated time in place of _GENERATED."""
-    pattern = re.escape(template).replace(re.escape(_GENERATED), _TIME_RE)
-    return old is not None and re.fullmatch(pattern, old, re.S) is not None
+    if old is None:
+        return False
+    parts, pos = template.split(_GENERATED), 0
+    for i, part in enumerate(parts):
+        if not old.startswith(part, pos):
+            return False
+        pos += len(part)
+        if i < len(parts) - 1:
+            found = _TIME_RE.match(old, pos)
+            if found is None:
+                return False
+            pos = found.end()
+    return pos == len(old)
 
 
 def _read_text(path):

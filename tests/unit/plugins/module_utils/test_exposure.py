@@ -276,3 +276,16 @@ def test_read_takes_records_channels_instances_and_weights_and_refuses_an_unread
                        FakeRouter())
     with pytest.raises(ImmutableInfraError, match="unknown repository nope in registry 127.0.0.1:5000"):
         _exposure.read(FakeLifecycle(), [], FakeRouter(), ["nope"])
+
+
+@pytest.mark.parametrize("old,same", [
+    ("a 2026-11-30T12:00:00Z b 2026-12-01T08:30:00.5Z c", True),
+    ("a 2026-11-30T12:00:00Z b 2026-12-01T08:30:00Z c!", False),
+    ("a 2026-11-30T12:00:00Z b  c", False),
+    ("a 2026-11-30 b 2026-11-30T12:00:00Z c", False),
+    ("x 2026-11-30T12:00:00Z b 2026-11-30T12:00:00Z c", False),
+    (None, False),
+])
+def test_only_the_generated_time_may_differ(old, same):
+    template = "a %s b %s c" % (_exposure._GENERATED, _exposure._GENERATED)
+    assert _exposure.same_but_generated(old, template) is same
