@@ -32,6 +32,7 @@ import hashlib
 import json
 import marshal
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -64,6 +65,8 @@ except ImportError:
     PyVersion, InvalidVersion = None, ValueError
 
 FORMATS = ("osv", "debian-tracker")
+# What dpkg accepts as a version (python-debian's own check).
+_VERSION_RE = re.compile(r"^(?:\d+:)?[A-Za-z0-9.+:~-]+?(?:-[A-Za-z0-9+.~]+)?$")
 SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 URGENCY_SEVERITY = {"high": "high", "medium": "medium", "low": "low", "unimportant": "negligible",
@@ -95,8 +98,10 @@ def compare_versions(a, b):
     if _DEB_CMP is None:
         raise ImmutableInfraError("python-debian is required to compare Debian versions; run `make setup`")
     try:
+        if _DEB_CMP_NAME == "apt_pkg" and not (_VERSION_RE.match(a) and _VERSION_RE.match(b)):
+            raise ValueError("not a Debian version (epoch:upstream-revision)")  # python-debian checks this itself
         result = _DEB_CMP(a, b)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ImmutableInfraError("cannot compare Debian versions %r and %r: %s" % (a, b, exc))
     return (result > 0) - (result < 0)
 
