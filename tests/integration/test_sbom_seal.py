@@ -31,6 +31,7 @@ def test_sbom_is_stored_at_bake_with_source_packages(ansible, registry, base, wo
     image, summary = res["image"], res["sbom"]
     data = Lifecycle(registry["address"], False).sbom(name, image["digest"])
     assert data is not None and summary["changed"] is True
+    print("container SBOM: %d components in %.2fs" % (summary["components"], summary["seconds"]))
     assert summary["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
     assert summary["tag"] == image["digest"].replace(":", "-") + ".sbom" and summary["tag"] in tags(registry, name)
     parsed = _sbom.read_sbom(data)
@@ -76,3 +77,15 @@ def test_an_unsealed_image_fails_the_bake_and_publishes_nothing(ansible, registr
     assert tags(registry, name) == []
     assert local_images(name) == []
     assert [c for c in bake_containers() if c.startswith("immutable-bake-%s-" % name)] == []
+
+
+def test_a_vm_bake_is_sealed_and_stores_its_sbom(web_vm_image, registry):
+    """The web recipe's VM (its seal role applied, the base VM making its host key at boot) passes the seal
+    check; its SBOM is read from the qcow2's ext4 file system and lists the kernel and sshd."""
+    image, summary = web_vm_image["image"], web_vm_image["sbom"]
+    data = Lifecycle(registry["address"], False).sbom("vmweb-vm", image["digest"])
+    assert data is not None and summary["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    comps = {c["name"]: c for c in _sbom.read_sbom(data)["components"]}
+    assert comps["openssh-server"]["source"] == "openssh"
+    assert any(n.startswith("linux-image-") for n in comps), sorted(comps)
+    print("VM SBOM: %d components in %.2fs" % (summary["components"], summary["seconds"]))
