@@ -121,11 +121,12 @@ def disk_root(disk, paths=DEFAULT_PATHS, python=True):
         run(["qemu-img", "convert", "-O", "raw", disk, raw], timeout=1800, what="qemu-img convert of the VM disk")
         root = os.path.join(workdir, "root")
         os.makedirs(root)
-        wanted = list(paths) + (_python_paths(raw, workdir) if python else [])
+        wanted = sorted(set(p.rstrip("/") for p in list(paths) + (_python_paths(raw, workdir) if python else [])
+                            if _safe(p)))
+        # rdump skips a directory that exists already: dump no path inside another, make only their parents.
+        wanted = [p for p in wanted if not any(p.startswith(q + "/") for q in wanted)]
         commands = []
         for path in wanted:
-            if not _safe(path):
-                continue
             parent = os.path.join(root, posixpath.dirname(path).lstrip("/"))
             os.makedirs(parent, exist_ok=True)
             commands.append('rdump "%s" "%s"' % (path, parent))

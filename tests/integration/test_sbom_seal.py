@@ -5,6 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import uuid
 
@@ -14,6 +15,7 @@ from test_bad_inputs import bake, copy_recipe
 _collection_import_path()
 from ansible_collections.immutable.infra.plugins.module_utils import _image_files, _sbom  # noqa: E402
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils._seal import seal_findings  # noqa: E402
 
 CREATED = "org.opencontainers.image.created"
 
@@ -89,3 +91,32 @@ def test_a_vm_bake_is_sealed_and_stores_its_sbom(web_vm_image, registry):
     assert comps["openssh-server"]["source"] == "openssh"
     assert any(n.startswith("linux-image-") for n in comps), sorted(comps)
     print("VM SBOM: %d components in %.2fs" % (summary["components"], summary["seconds"]))
+
+
+def test_a_vm_disk_is_read_through_debugfs(tmp_path):
+    """_image_files.disk_root on a real ext4 qcow2 (no partition table, as VM images are): the paths the
+    checks read are copied out, links stay links, and what is planted is found."""
+    tree = tmp_path / "tree"
+    for rel, text in {"etc/os-release.real": "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+                      "var/lib/dpkg/status": "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\n"
+                                             "Source: glibc\nVersion: 2.36-9+deb12u9\n",
+                      "usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA": "Name: six\nVersion: 1.16.0\n",
+                      "usr/lib/python3/dist-packages/big.py": "x" * 100000,
+                      "root/.ssh/id_ed25519": "key", "etc/machine-id": "", "usr/share/doc/x": "not read",
+                      "etc/ssh/ssh_host_ed25519_key": "key", "var/lib/app/.psql_history": "select 1;\n"}.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    (tree / "etc/os-release").symlink_to("/etc/os-release.real")   # absolute: resolved inside the image
+    raw, disk = str(tmp_path / "disk.raw"), str(tmp_path / "disk.qcow2")
+    subprocess.run(["truncate", "-s", "64M", raw], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), raw], check=True, capture_output=True)
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, disk], check=True)
+    with _image_files.disk_root(disk) as root:
+        assert not os.path.exists(os.path.join(root, "usr/share/doc/x"))
+        assert not os.path.exists(os.path.join(root, "usr/lib/python3/dist-packages/big.py"))
+        assert seal_findings(root) == [{"path": "/etc/ssh/ssh_host_ed25519_key", "what": "SSH host key"},
+                                       {"path": "/root/.ssh/id_ed25519", "what": "private key"},
+                                       {"path": "/var/lib/app/.psql_history", "what": "shell history"}]
+        parsed = _sbom.read_sbom(_sbom.build_sbom(root, "disk", "2026-11-30T12:00:00Z"))
+    assert parsed["os"]["codename"] == "bookworm"
+    assert [(c["name"], c["source"]) for c in parsed["components"]] == [("libc6", "glibc"), ("six", "six")]
