@@ -258,8 +258,22 @@ def materialise(result, recipes_dir, cache_dir):
     return result
 
 
+def scans_from_result(scan_result):
+    """{digest: {"findings": [...]}} from image_scan's result (its versions and findings): what this run
+    found, also in check mode, where image_scan stores nothing."""
+    digests = {"%s:%s" % (v.get("name"), v.get("version")): v.get("digest") for v in scan_result.get("versions") or []
+               if v.get("sbom", True) and v.get("digest")}
+    out = {d: {"findings": []} for d in digests.values()}
+    for finding in scan_result.get("findings") or []:
+        for image in finding.get("images") or []:
+            if image in digests:
+                out[digests[image]]["findings"].append(finding)
+    return out
+
+
 def fix_forward_plan(lifecycle, params, live_refs, cache_dir):
     versions, heads, scans = read_state(lifecycle, live_refs)
+    scans.update(scans_from_result(params.get("scan_result") or {}))
     result = plan(versions, heads, live_refs, scans, params.get("policy") or {}, lifecycle.registry,
                   params.get("recipes"), params.get("repositories"))
     result = materialise(result, params.get("recipes_dir"), cache_dir)

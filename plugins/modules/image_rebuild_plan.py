@@ -36,6 +36,12 @@ options:
     description: The promotion policy, C({channel - gates}), as M(immutable.infra.image_channel) takes it per channel; its C(after) gates give the paths.
     type: dict
     default: {dev: {tested: true}, staging: {tested: true, after: dev}, production: {tested: true, after: staging, approval: true}}
+  scan_result:
+    description:
+      - The registered result of M(immutable.infra.image_scan) in this run. Its findings count for the versions it
+        scanned instead of their stored scans, so a check-mode run (where nothing is stored) plans what a real run does.
+    type: dict
+    default: {}
   recipes:
     description:
       - How to bake a repository again - a recipe name or path, or a dict with C(recipe), C(variables) and C(var_files),
@@ -127,6 +133,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             policy=dict(type="dict", default=DEFAULT_POLICY),
+            scan_result=dict(type="dict", default={}),
             recipes=dict(type="dict", default={}),
             repositories=dict(type="list", elements="str"),
             recipes_dir=dict(type="path"),

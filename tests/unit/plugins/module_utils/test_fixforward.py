@@ -138,3 +138,9 @@ def test_security_rebake_source_is_the_recipe_at_its_revision(tmp_path):
     result = {"rebakes": [{"kind": "security", "recipe": "web", "revision": "c" * 40}], "refused": []}
     ff.materialise(result, str(tmp_path / "nowhere"), str(cache))
     assert result["rebakes"] == [] and "recipe web not found" in result["refused"][0]["why"]
+
+
+def test_this_runs_scan_counts_in_check_mode():
+    result = {"versions": [{"name": "web", "version": "2", "digest": d(3)}, {"name": "web", "version": "1", "digest": d(2)}],
+              "findings": [{"id": "CVE-9", "fix_available": True, "images": ["web:2"]}]}
+    assert ff.scans_from_result(result) == {d(3): {"findings": [result["findings"][0]]}, d(2): {"findings": []}}
