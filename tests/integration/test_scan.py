@@ -184,3 +184,36 @@ def test_release_refuses_a_failing_version_and_takes_a_logged_override(ansible, 
     override = lc.scan_result(s["name"], s["image"]["digest"])["overrides"][-1]
     assert (override["by"], override["reason"], override["for"]) == ("carol", reason, "release to %s/prod" % app)
     assert override["violations"] == [s["vuln"]] and override["time"]
+
+
+def test_promote_yml_gates_staging_on_the_scan_and_lets_an_unscanned_version_through(ansible, registry, scan_image):
+    """promote.yml's default pipeline (as the demo runs it): staging wants scan: true."""
+    s, lc = scan_image, lifecycle(registry)
+    rc, res = scan(ansible, registry, s)
+    assert rc == 0 and not res["versions"][0]["passed"], res
+    repo = "scanpro%s" % uuid.uuid4().hex[:6]
+    failing = push_test_image(registry, repo, "1")
+    unscanned = push_test_image(registry, repo, "2")
+    # The failing scan of scan_image, stored for this repository's version 1 (its findings are what the gate reads).
+    lc.record_scan(repo, failing, dict(lc.scan_result(s["name"], s["image"]["digest"]), subject=failing, repository=repo))
+    for digest in (failing, unscanned):
+        lc.record_test(repo, digest, {"status": "passed", "by": "it"})
+
+    def promote(channel, version, **more):
+        return ansible.playbook(os.path.join(TOP, "playbooks", "promote.yml"), dict(
+            {"image": repo, "channel": channel, "version": version, "catalog_registry": registry["address"]}, **more))
+
+    for version in ("1", "2"):
+        assert promote("dev", version).rc == 0
+    run = promote("staging", "2")
+    assert run.rc == 0, run.stderr[-2000:]
+    assert lc.channel(repo, "staging")["digest"] == unscanned
+    run = promote("staging", "1")
+    assert run.rc != 0
+    msg = run.result("Move channel staging of %s" % repo)["msg"]
+    assert "refused by gate scan" in msg and s["vuln"] in msg, msg
+    assert lc.channel(repo, "staging")["digest"] == unscanned
+    waiver = {"id": s["vuln"], "reason": "not reachable", "expires": "2999-12-31"}
+    run = promote("staging", "1", security_policy={"waivers": [waiver]})
+    assert run.rc == 0, run.stderr[-2000:]
+    assert lc.channel(repo, "staging")["digest"] == failing
