@@ -298,14 +298,14 @@ def verify_version(registry, facts, policy, lookaside=None):
     parts = _parts(facts)
     lookaside = lookaside or policy.get("lookaside") or default_lookaside()
     name = "%s/%s@%s" % (parts["registry"], parts["name"], parts["digest"])
-    paths = signature_paths(lookaside, parts["name"], parts["digest"])
-    if not paths:
-        raise ImmutableInfraError(
-            "image %s is not signed: no signature in %s (sign it with immutable.infra.image_sign, or bake it "
-            "with signing)" % (name, signature_dir(lookaside, parts["name"], parts["digest"])),
-            signature={"digest": parts["digest"], "verified": False, "reasons": ["unsigned"]})
     with Keyring() as ring:
-        trusted = _trust(ring, policy)
+        trusted = _trust(ring, policy)      # first: a policy whose keys do not import is an error for every version
+        paths = signature_paths(lookaside, parts["name"], parts["digest"])
+        if not paths:
+            raise ImmutableInfraError(
+                "image %s is not signed: no signature in %s (sign it with immutable.infra.image_sign, or bake it "
+                "with signing)" % (name, signature_dir(lookaside, parts["name"], parts["digest"])),
+                signature={"digest": parts["digest"], "verified": False, "reasons": ["unsigned"], "trusted": trusted})
         manifest = _manifest(registry, facts, ring.home)
         checks = [check_signature(ring, manifest, p, facts, trusted) for p in paths]
     good = [c for c in checks if c["ok"]]

@@ -252,3 +252,18 @@ def test_a_version_signed_at_bake_deploys_under_the_policy(ansible, registry, ba
     rc, res = ansible.task("immutable.infra.server_group", dict(args, signature_policy={"keys": [keys["a_pub"]]}))
     assert rc == 0 and res["signature"]["fingerprint"] == keys["a_fpr"], res.get("msg")
     assert instances(app, running=True) == [i["name"] for i in res["group"]["instances"]]
+
+
+def test_a_policy_that_only_warns_deploys_and_a_bad_key_is_an_error(ansible, registry, keys, versions, apps, workdir):
+    app, repo = apps("sigwarn"), versions["repo"]
+    rc, res = deploy(ansible, registry, app, "%s:2" % repo, [keys["a_pub"]], require=False)
+    assert rc == 0 and not res["signature"]["verified"], res
+    assert any("signature policy not enforced (require: false)" in w and "is not signed" in w for w in res["warnings"])
+    assert instances(app, running=True) == [i["name"] for i in res["group"]["instances"]]
+    not_a_key = os.path.join(workdir, "not-a-key.pub")
+    with open(not_a_key, "w") as f:
+        f.write("hello\n")
+    other = apps("sigbad")
+    rc, res = deploy(ansible, registry, other, "%s:1" % repo, [not_a_key])
+    assert rc != 0 and "cannot import the trusted key %s: gpg found no OpenPGP key in it" % not_a_key in res["msg"], res
+    assert instances(other) == []
