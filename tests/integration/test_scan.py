@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from conftest import (RELEASE, TOP, _collection_import_path, endpoint_version, free_port, group_names, push_test_image,
-                      release_vars, traffic)
+from conftest import (RELEASE, TOP, _collection_import_path, endpoint_version, free_port, group_names, move_channel,
+                      push_test_image, release_vars, traffic)
 
 
 def lifecycle(registry):
@@ -217,3 +217,18 @@ def test_promote_yml_gates_staging_on_the_scan_and_lets_an_unscanned_version_thr
     run = promote("staging", "1", security_policy={"waivers": [waiver]})
     assert run.rc == 0, run.stderr[-2000:]
     assert lc.channel(repo, "staging")["digest"] == failing
+
+
+def test_by_default_every_channel_head_is_scanned(ansible, registry, scan_image, env):
+    s = scan_image
+    repo = "scandef%s" % uuid.uuid4().hex[:6]
+    head, other = push_test_image(registry, repo, "1"), push_test_image(registry, repo, "2")
+    move_channel(env, registry, repo, "production", head)
+    rc, res = ansible.task("immutable.infra.image_scan", {"advisories": [{"path": s["dir"], "format": "osv"}],
+                                                          "registry": registry["address"], "platforms": ["podman"]},
+                           check=True)
+    assert rc == 0, res
+    mine = [v for v in res["versions"] if v["name"] == repo]
+    assert [(v["digest"], v["referenced_by"], v["sbom"]) for v in mine] == [
+        (head, ["channel production of %s (head)" % repo], False)], mine
+    assert other not in {v["digest"] for v in res["versions"]}
