@@ -48,7 +48,8 @@ from ansible_collections.immutable.infra.plugins.module_utils._runner import Imm
 # The record names callers import from here (they live in _records).
 __all__ = [
     "CHANNEL_PREFIX", "DIGEST_TAG_PREFIX", "TEST_SUFFIX", "REVOKED_SUFFIX", "SBOM_SUFFIX", "SCAN_SUFFIX",
-    "RECORD_KINDS", "CHANNEL_RE", "MEDIA_TEST", "MEDIA_REVOCATION", "MEDIA_CHANNEL", "MEDIA_SBOM", "MEDIA_SCAN", "LABEL_PARENT_CHANNEL", "LABEL_CHANNEL", "HISTORY_RUNS", "NEW_CHANNEL",
+    "RECORD_KINDS", "CHANNEL_RE", "MEDIA_TEST", "MEDIA_REVOCATION", "MEDIA_CHANNEL", "MEDIA_SBOM", "MEDIA_SCAN",
+    "LABEL_PARENT_CHANNEL", "LABEL_CHANNEL", "HISTORY_RUNS", "NEW_CHANNEL",
     "ACTIONS", "is_record_tag", "record_tag", "channel_tag", "check_channel", "actor", "now", "check_digest",
     "parse_record_tag", "channel_targets", "channel_entry", "revoked_message",
     "split_tags", "stale_parent", "Lifecycle",
