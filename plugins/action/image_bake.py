@@ -30,6 +30,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.immutable.infra.plugins.module_utils import _evidence, _signing
 from ansible_collections.immutable.infra.plugins.module_utils._bake import plan, recipe_inputs, summary
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, state_dir
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
@@ -77,7 +78,7 @@ def catalog_hit(args):
         outputs = inputs["outputs"]
         for out in outputs:
             action, found = plan(inputs["catalog"], out["name"], out["fingerprint"], args.get("version"))
-            if action != "exists":
+            if action != "exists" or not evidence_complete(inputs["catalog"], found, args):
                 return None
             out.update(changed=False, image=found)
     except ImmutableInfraError as exc:
@@ -87,6 +88,17 @@ def catalog_hit(args):
     except (TypeError, ValueError, KeyError):
         return None
     return summary(inputs["recipe"], outputs)
+
+
+def evidence_complete(catalog, facts, args):
+    """True when the version has its SBOM and, when the bake signs, a signature: else the module
+    completes it (a bake killed right after its push, or a version from before SBOMs or signing)."""
+    if not _evidence.has_sbom(catalog, facts):
+        return False
+    if not args.get("signing"):
+        return True
+    parts = _signing.reference_parts(facts)
+    return bool(_signing.signature_paths(args.get("lookaside") or _signing.default_lookaside(), parts["name"], parts["digest"]))
 
 
 class ActionModule(ActionBase):

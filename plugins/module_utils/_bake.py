@@ -243,7 +243,8 @@ def summary(recipe_dir, outputs):
     bake reads as it always did), every output under `outputs`."""
     keys = ("source", "format", "name", "fingerprint", "parent", "parent_channel", "image", "version", "changed",
             "sbom", "signature")
-    result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "parent_channel", "name", "image", "format", "source")}
+    result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "parent_channel", "name", "image", "format", "source",
+                                             "sbom", "signature")}
     result.update(recipe=recipe_dir, changed=any(o.get("changed") for o in outputs),
                   outputs=[{k: o[k] for k in keys if k in o} for o in outputs])
     return result
@@ -270,7 +271,8 @@ def bake_recipe(params, check_mode=False):
             tags = catalog.list_tags(name)
             action, what = plan(catalog, name, out["fingerprint"], params.get("version"), params.get("force"), tags)
             if action == "exists":
-                out.update(changed=False, image=what)
+                done = _evidence.complete(catalog, what, out["format"], params, check_mode)
+                out.update(changed=done["changed"], image=what, sbom=done["sbom"], signature=done["signature"])
                 continue
             if not check_mode:
                 what = locks[name].reserve(lambda taken, v=what, n=name: v if params.get("version")

@@ -9,6 +9,11 @@ finding) and the SBOM. after_publish(catalog, facts, evidence, params) stores
 the SBOM beside the published version and signs the version when
 params["signing"] is set. Recipe bakes (_bake) and base bakes call both.
 
+complete(catalog, facts, fmt, params) gives a version the bake finds in the
+catalog what it lacks: a bake killed between its push and its SBOM (or baked
+before SBOMs or signing existed) is completed by the next run of the same bake
+instead of staying without them for good.
+
 params: seal_check (bool, default true), seal_allow (image paths), signing
 (dict for _signing.sign_version), lookaside (the signatures' directory).
 """
@@ -85,3 +90,30 @@ def after_publish(catalog, facts, evidence, params, check_mode=False):
         signature = _signing.sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
                                           check_mode=check_mode)
     return {"sbom": sbom, "signature": signature}
+
+
+def has_sbom(catalog, facts):
+    """True when the version's SBOM is stored (one HEAD request)."""
+    return catalog.client.head(_repository_name(catalog, facts), record_tag(facts["digest"], SBOM_SUFFIX)) is not None
+
+
+def complete(catalog, facts, fmt, params, check_mode=False):
+    """Store what an existing version lacks: its SBOM (read from the published image, pulled by
+    digest; the seal check is not run again on a published version) and, with params["signing"],
+    its signature. Returns {"sbom": ... or None, "signature": ... or None, "changed": bool}."""
+    out = {"sbom": None, "signature": None, "changed": False}
+    if not has_sbom(catalog, facts):
+        if check_mode:
+            out["sbom"] = {"tag": record_tag(facts["digest"], SBOM_SUFFIX), "changed": True}
+        else:
+            catalog.pull(facts["reference"])
+            evidence = before_publish(facts["reference"], fmt, dict(params, seal_check=False),
+                                      labels=facts.get("labels") or _labels(facts["reference"]))
+            out["sbom"] = after_publish(catalog, facts, evidence, {}, check_mode)["sbom"]
+        out["changed"] = True
+    if params.get("signing"):
+        from ansible_collections.immutable.infra.plugins.module_utils import _signing
+        out["signature"] = _signing.sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
+                                                 check_mode=check_mode)
+        out["changed"] = out["changed"] or out["signature"]["changed"]
+    return out

@@ -128,12 +128,12 @@ def _shown(value):
 
 def identity_of(facts):
     """The docker reference a version is signed for: <registry>/<name>:<tag> (what `podman push --sign-by` uses)."""
-    parts = _parts(facts)
+    parts = reference_parts(facts)
     tag = facts.get("tag") or facts.get("version")
     return "%s/%s%s" % (parts["registry"], parts["name"], ":" + str(tag) if tag else "")
 
 
-def _parts(facts):
+def reference_parts(facts):
     ref = facts.get("reference") or "%s@%s" % (facts.get("repository"), facts.get("digest"))
     return parse_reference(ref)
 
@@ -208,7 +208,7 @@ class Keyring:
 
 def _manifest(registry, facts, home):
     """The version's manifest bytes as the registry serves them (checked against the digest), saved in home."""
-    parts = _parts(facts)
+    parts = reference_parts(facts)
     client = registry if isinstance(registry, RegistryClient) and registry.registry == parts["registry"] \
         else RegistryClient(parts["registry"], getattr(registry, "validate_certs", None))
     resp = client.request("GET", "/v2/%s/manifests/%s" % (parts["name"], parts["digest"]),
@@ -228,7 +228,7 @@ def _manifest(registry, facts, home):
 def check_signature(ring, manifest, path, facts, trusted):
     """One signature file against the version: {"path", "ok", "fingerprint", "identity", "reason"}.
     `trusted` lists the fingerprints the keyring holds on purpose."""
-    parts = _parts(facts)
+    parts = reference_parts(facts)
     repository = "%s/%s" % (parts["registry"], parts["name"])
     payload = os.path.join(ring.home, "payload.json")
     if os.path.exists(payload):
@@ -295,7 +295,7 @@ def verify_version(registry, facts, policy, lookaside=None):
     """Verify a version's signatures against a policy (see parse_policy). Returns {"verified": True,
     "fingerprint", "identity", "path", "digest", "trusted"}; raises ImmutableInfraError naming the image,
     the digest and why (unsigned, tampered, signed for another version or reference, untrusted key)."""
-    parts = _parts(facts)
+    parts = reference_parts(facts)
     lookaside = lookaside or policy.get("lookaside") or default_lookaside()
     name = "%s/%s@%s" % (parts["registry"], parts["name"], parts["digest"])
     with Keyring() as ring:
@@ -392,7 +392,7 @@ def sign_version(registry, facts, signing, lookaside=None, check_mode=False):
     """Sign a version's manifest digest for its docker reference with the given key (signing: key_file or key,
     passphrase, fingerprint) into the lookaside. A version already signed by that key is left alone.
     Returns {"fingerprint", "path", "identity", "digest", "changed"}."""
-    parts = _parts(facts)
+    parts = reference_parts(facts)
     lookaside = lookaside or default_lookaside()
     identity = identity_of(facts)
     with Keyring() as ring:

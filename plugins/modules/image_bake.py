@@ -327,13 +327,18 @@ sbom:
   description:
     - The SBOM stored beside the (first) baked version - its component count, counts by type, the SBOM's own digest,
       its tag, whether it was stored now, and the seconds reading the image and building it took.
-  returned: when a bake happened
+    - When the catalog already holds the version but not its SBOM (a bake killed right after its push, or a version
+      baked before SBOMs), the SBOM is read from the published image and stored now (without a seal check, since the
+      version is published already); null when nothing was stored.
+  returned: always
   type: dict
   sample: {components: 118, types: {deb: 118}, digest: "sha256:4919ab72...", tag: "sha256-9c1e5c5d....sbom",
            changed: true, seconds: 0.3}
 signature:
-  description: The signature made for the (first) baked version (key fingerprint, path in the lookaside), or null.
-  returned: when a bake happened
+  description:
+    - The signature of the (first) version (key fingerprint, path in the lookaside), made now or found (C(changed)
+      false), or null without O(signing). A version the catalog holds is signed too when it lacks that key's signature.
+  returned: always
   type: dict
   sample: {fingerprint: 0A1B2C3D4E5F60718293A4B5C6D7E8F901234567, path: /var/lib/immutable-infra/sigstore/web@sha256=9c1e/signature-1,
            changed: true}
@@ -350,6 +355,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.immutable.infra.plugins.module_utils import _sbom
 from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_recipe
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._signing import SIGNING_OPTIONS
 
 
 def main():
@@ -374,12 +380,8 @@ def main():
         packer_path=dict(type="path", default="packer"),
         seal_check=dict(type="bool", default=True),
         seal_allow=dict(type="list", elements="str", default=[]),
-        signing=dict(type="dict", options=dict(
-            key_file=dict(type="path"),
-            key=dict(type="str", no_log=True),
-            passphrase=dict(type="str", no_log=True),
-            fingerprint=dict(type="str"),
-        ), mutually_exclusive=[("key_file", "key")], required_one_of=[("key_file", "key")]),
+        signing=dict(type="dict", options=SIGNING_OPTIONS,
+                     mutually_exclusive=[("key_file", "key")], required_one_of=[("key_file", "key")]),
         lookaside=dict(type="path"),
         **REGISTRY_ARGS
     )

@@ -58,6 +58,16 @@ def test_sbom_is_stored_at_bake_with_source_packages(ansible, registry, base, wo
     rc, again = bake(ansible, registry, recipe=copy_recipe(workdir, name + "-again"), name=name)
     assert rc == 0 and again["changed"] is False and again["image"]["digest"] == image["digest"]
     assert tags(registry, name) == before
+    # A bake killed between its push and its SBOM: the next run of the same bake completes the
+    # version (the SBOM read from the published image, the same bytes), then is a no-op again.
+    lc = Lifecycle(registry["address"], False)
+    lc.client.delete_manifest(name, lc.client.head(name, summary["tag"]))
+    assert lc.sbom(name, image["digest"]) is None
+    rc, repaired = bake(ansible, registry, recipe=copy_recipe(workdir, name + "-repair"), name=name)
+    assert rc == 0 and repaired["changed"] is True and repaired["image"]["digest"] == image["digest"], repaired
+    assert repaired["sbom"]["changed"] is True and lc.sbom(name, image["digest"]) == data
+    rc, last = bake(ansible, registry, recipe=copy_recipe(workdir, name + "-last"), name=name)
+    assert rc == 0 and last["changed"] is False and tags(registry, name) == before
 
 
 def test_an_unsealed_image_fails_the_bake_and_publishes_nothing(ansible, registry, base, workdir):

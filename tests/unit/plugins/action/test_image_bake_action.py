@@ -32,9 +32,15 @@ class FakeCatalog:
     """The catalog interface the shortcut reads; holds one version of each given fingerprint, if any."""
 
     holds = ()
+    without_sbom = ()
 
     def __init__(self, registry, validate_certs=None):
         self.registry = registry
+        self.client = self
+
+    def head(self, name, tag):
+        """The registry's HEAD of a record tag: every version has its SBOM but those in without_sbom."""
+        return None if tag in [fp.replace(":", "-") + ".sbom" for fp in self.without_sbom] else "sha256:" + "e" * 64
 
     def resolve(self, ref):
         if ref.endswith("-vm"):
@@ -46,7 +52,8 @@ class FakeCatalog:
         return ["1"] if self.holds else []
 
     def find_fingerprint(self, name, fp, tags=None):
-        return {"version": "1", "fingerprint": fp} if fp in self.holds else None
+        return ({"version": "1", "fingerprint": fp, "digest": fp, "repository": "127.0.0.1:5000/" + name}
+                if fp in self.holds else None)
 
 
 SOURCES = 'source "docker" "container" {}\nsource "qemu" "vm" {}\n'
@@ -70,7 +77,7 @@ def test_a_version_with_the_same_inputs_is_returned_unchanged(recipe, monkeypatc
     fp = fp_of(recipe, "docker.container")
     monkeypatch.setattr(FakeCatalog, "holds", (fp,))
     hit = catalog_hit(recipe)
-    assert hit["changed"] is False and hit["image"] == {"version": "1", "fingerprint": fp}
+    assert hit["changed"] is False and hit["image"]["version"] == "1" and hit["image"]["fingerprint"] == fp
     assert hit["name"] == os.path.basename(recipe["recipe"]) and hit["parent"]["digest"].startswith("sha256:0")
     assert hit["format"] == "container" and [o["source"] for o in hit["outputs"]] == ["docker.container"]
     assert catalog_hit(dict(recipe, variables={"a": 2})) is None  # other inputs
@@ -104,3 +111,11 @@ def test_errors_are_left_to_the_module(tmp_path):
     assert catalog_hit({"recipe": str(tmp_path / "missing"), "registry": "127.0.0.1:1"}) is None
     (tmp_path / "build.pkr.hcl").write_text("")
     assert catalog_hit({"recipe": str(tmp_path), "registry": "127.0.0.1:1", "parent": "immutable/base"}) is None
+
+
+def test_a_version_without_its_sbom_goes_to_the_module_which_completes_it(recipe, monkeypatch):
+    fp = fp_of(recipe, "docker.container")
+    monkeypatch.setattr(FakeCatalog, "holds", (fp,))
+    assert catalog_hit(dict(recipe, only=["docker.container"])) is not None
+    monkeypatch.setattr(FakeCatalog, "without_sbom", (fp,))
+    assert catalog_hit(dict(recipe, only=["docker.container"])) is None
