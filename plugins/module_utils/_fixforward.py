@@ -187,14 +187,18 @@ def plan(versions, heads, live, scans, policy, registry, recipes=None, repositor
 
 
 # ------------------------------------------------------------------ I/O
-def read_state(lifecycle, live_refs):
-    """(versions, heads, scans) of every repository of the registry."""
+def read_state(lifecycle, live_refs, promoted=None):
+    """(versions, heads, scans) of every repository of the registry; fills `promoted`
+    {repository: {channel: [every digest it was moved to]}}."""
     versions, heads, scans = {}, {}, {}
+    promoted = {} if promoted is None else promoted
     for name in sorted(lifecycle.repositories()):
         index = lifecycle.index(name)
         described = lifecycle.describe_all(name, index=index)
         versions[name] = described["versions"]
         heads[name] = {c: r["digest"] for c, r in described["channels"].items() if r.get("digest")}
+        promoted[name] = {c: sorted({m.get("to") for m in r.get("history") or [] if m.get("to")})
+                          for c, r in described["channels"].items()}
         used = set(heads[name].values()) | set(live_refs)
         for digest in index["scanned"]:
             if digest in used:
@@ -272,10 +276,13 @@ def scans_from_result(scan_result):
 
 
 def fix_forward_plan(lifecycle, params, live_refs, cache_dir):
-    versions, heads, scans = read_state(lifecycle, live_refs)
+    promoted = {}
+    versions, heads, scans = read_state(lifecycle, live_refs, promoted)
     scans.update(scans_from_result(params.get("scan_result") or {}))
     result = plan(versions, heads, live_refs, scans, params.get("policy") or {}, lifecycle.registry,
                   params.get("recipes"), params.get("repositories"))
     result = materialise(result, params.get("recipes_dir"), cache_dir)
+    # What was promoted before: a re-run does not move a channel back to a fix it already took.
+    result["promoted"] = {e["name"]: promoted.get(e["name"], {}) for e in result["rebakes"]}
     result["changed"] = False
     return result

@@ -110,6 +110,11 @@ rebakes:
             recipe: web, only: [container], parent: 127.0.0.1:5000/immutable/base, variables: {}, var_files: [],
             path: [dev, staging, production], promote_to: dev, next_channel: staging, target: production,
             reason: "fix forward of web on its patched parent, fixing CVE-2026-1"}]
+promoted:
+  description: For each repository to bake, C({channel - [every digest the channel was moved to]}), from the histories.
+  returned: always
+  type: dict
+  sample: {web: {dev: ["sha256:9c1e..."], production: ["sha256:77aa..."]}}
 refused:
   description: Rebakes that cannot be done, each with C(why) (for example a version baked from a dirty checkout).
   returned: always

@@ -1,7 +1,9 @@
-"""Fix forward for real: a local apt repository serves immutable-canary 1.0-1; a base with it and a web child
-baked on it (from a git checkout) are tested and promoted to production; an OSV advisory says 1.0-2 fixes it and
-the repository publishes 1.0-2. scan.yml --check changes nothing; scan.yml rebuild=true bakes a fixed base and
-child, tests, scans and promotes the child to dev only, and reports it ready for production."""
+"""Fix forward for real: a local apt repository serves immutable-canary 1.0-1; a base with it and two versions of a
+web child baked on it from a git checkout (version 1 pinned by the client channel acme, the recipe then changed,
+version 2 in production) are tested and promoted; an OSV advisory says 1.0-2 fixes it and the repository publishes
+1.0-2. scan.yml --check changes nothing; scan.yml rebuild=true bakes a fixed base, a security rebake of version 1
+from its recorded revision and a rebake of version 2 from the recipe now, tests, scans and promotes both to dev
+only, and reports them ready; production and acme still run what they ran; a second run changes nothing."""
 from __future__ import annotations
 
 import json
@@ -39,6 +41,34 @@ def git_recipe(workdir):
     return os.path.join(top, "web")
 
 
+def commit(recipe, message):
+    top = os.path.dirname(recipe)
+    for argv in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", message]):
+        subprocess.run(["git", "-C", top] + argv, check=True, capture_output=True)
+
+
+POLICY = {"dev": {"tested": True}, "staging": {"tested": True, "after": "dev"},
+          "production": {"tested": True, "after": "staging", "approval": True},
+          "acme": {"tested": True, "after": "staging", "approval": True}}
+
+
+def bake_and_release(ansible, reg, recipe, child, base_name, channels):
+    """Bake the recipe as a new version of child, test it and promote it through channels; its facts."""
+    bake = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {
+        "catalog_registry": reg, "recipe": recipe, "recipe_name": child, "recipe_parent": base_name})
+    assert bake.rc == 0, bake.stderr
+    image = bake.result("Bake the recipe")["image"]
+    test = ansible.playbook(os.path.join(TOP, "playbooks", "test_image.yml"), {
+        "catalog_registry": reg, "image": child, "version": image["version"], "recipe": recipe})
+    assert test.rc == 0, test.stderr
+    for channel in channels:
+        moved = ansible.playbook(os.path.join(TOP, "playbooks", "promote.yml"), {
+            "catalog_registry": reg, "image": child, "channel": channel, "version": image["version"],
+            "promote_policy": POLICY, "promote_approved_by": "alice"})
+        assert moved.rc == 0, moved.stderr
+    return image
+
+
 def canary_version(registry, name, image):
     _collection_import_path()
     from ansible_collections.immutable.infra.plugins.module_utils._sbom import read_sbom
@@ -67,18 +97,12 @@ def test_scan_rebuild_fixes_forward_through_the_gates(ansible, registry, workdir
     assert run[0] == 0, run[1]
     assert run[1]["apt_indexes"].startswith("sha256:")
     recipe = git_recipe(workdir)
-    bake = ansible.playbook(os.path.join(TOP, "playbooks", "bake.yml"), {
-        "catalog_registry": reg, "recipe": recipe, "recipe_name": child, "recipe_parent": base_name})
-    assert bake.rc == 0, bake.stderr
-    old = bake.result("Bake the recipe")["image"]
+    pinned = bake_and_release(ansible, reg, recipe, child, base_name, ("dev", "staging", "acme"))
+    with open(os.path.join(recipe, "playbook.yml"), "a") as f:
+        f.write("# changed after version 1: a security rebake of version 1 must not take this\n")
+    commit(recipe, "web changes")
+    old = bake_and_release(ansible, reg, recipe, child, base_name, ("dev", "staging", "production"))
     assert canary_version(registry, child, old) == "1.0-1"
-    test = ansible.playbook(os.path.join(TOP, "playbooks", "test_image.yml"), {
-        "catalog_registry": reg, "image": child, "version": old["version"], "recipe": recipe})
-    assert test.rc == 0, test.stderr
-    for channel, extra in (("dev", {}), ("staging", {}), ("production", {"promote_approved_by": "alice"})):
-        moved = ansible.playbook(os.path.join(TOP, "playbooks", "promote.yml"), dict(
-            extra, catalog_registry=reg, image=child, channel=channel, version=old["version"]))
-        assert moved.rc == 0, moved.stderr
     advisories = os.path.join(workdir, "ff-osv-%s" % uid)
     os.makedirs(advisories)
     with open(os.path.join(advisories, "CANARY-1.json"), "w") as f:
@@ -89,38 +113,45 @@ def test_scan_rebuild_fixes_forward_through_the_gates(ansible, registry, workdir
                                  "database_specific": {"severity": "high"}}]}, f)
     publish_canary(repo, "1.0-2")
     scan_vars = dict(base_vars, catalog_registry=reg, scan_advisories=[{"path": advisories, "format": "osv"}],
-                     scan_images=[child], rebuild_repositories=[child],
-                     rebuild_recipes={child: {"recipe": recipe}}, rebuild=True)
+                     scan_images=[child], rebuild_repositories=[child], rebuild_recipes={child: {"recipe": recipe}},
+                     rebuild=True, promote_policy=dict(POLICY, dev={"tested": True, "scan": "required"}))
     before = {n: tags(registry, n) for n in (base_name, child)}
 
     check = ansible.playbook(SCAN, scan_vars, check=True)
     assert check.rc == 0, check.stderr + failures(check)
-    assert {n: tags(registry, n) for n in (base_name, child)} == before, "check mode wrote to the registry"
     print("\n".join(check.result("Report the fix forward")["msg"]))
+    assert {n: tags(registry, n) for n in (base_name, child)} == before, "check mode wrote to the registry"
     plan = check.result("Plan the fix forward")
-    assert [(r["name"], r["kind"], r["promote_to"]) for r in plan["rebakes"]] == [(child, "rebake", "dev")]
+    assert [(r["of_version"], r["kind"], r["promote_to"], r["target"]) for r in plan["rebakes"]] == [
+        (pinned["version"], "security", "dev", "acme"), (old["version"], "rebake", "dev", "production")]
 
     run = ansible.playbook(SCAN, scan_vars)
     assert run.rc == 0, run.stderr + failures(run)
     new_base = run.results("Rebake the base with refreshed packages")[0]["results"][0]
     assert new_base["changed"] and new_base["image"]["version"] == "2"
-    new = run.result("Rebake the affected images on their patched parent")["results"][0]["image"]
-    assert new["version"] != old["version"] and new["parent_digest"] == new_base["image"]["digest"]
-    assert canary_version(registry, child, new) == "1.0-2"
+    security, new = [r["image"] for r in run.result("Rebake the affected images on their patched parent")["results"]]
+    for image in (security, new):
+        assert image["parent_digest"] == new_base["image"]["digest"]
+        assert canary_version(registry, child, image) == "1.0-2"
+    assert security["fingerprint"] != new["fingerprint"], "the security rebake took the recipe as it is now"
     rescan = run.result("Scan the new versions")["versions"]
-    assert [(v["version"], v["passed"], v["fixable"]) for v in rescan] == [(new["version"], True, 0)]
+    assert sorted((v["version"], v["passed"], v["fixable"]) for v in rescan) == [
+        (security["version"], True, 0), (new["version"], True, 0)]
     report = "\n".join(run.result("Report the fix forward")["msg"])
     print(report)
     assert "READY: %s:%s is in channel dev" % (child, new["version"]) in report, report
-    assert "-e channel=staging -e version=%s" % new["version"] in report, report
+    assert "-e channel=staging -e version=%s (path dev -> staging -> production)" % new["version"] in report, report
+    assert "-e channel=staging -e version=%s (path dev -> staging -> acme)" % security["version"] in report, report
     info = ansible.task("immutable.infra.image_info", {"name": child, "registry": reg})[1]
     channels = {v["version"]: v["channels"] for v in info["versions"]}
-    assert channels[new["version"]] == ["dev"] and "production" in channels[old["version"]], channels
+    assert channels[new["version"]] == ["dev"] and channels[security["version"]] == [], channels
+    assert channels[old["version"]] == ["production", "staging"] and channels[pinned["version"]] == ["acme"], channels
 
-    # A second run (the next scheduled job) finds the fix baked and promoted: nothing new.
+    # A second run (the next scheduled job) finds the fixes baked and promoted: nothing new, no channel moves.
     after = {n: tags(registry, n) for n in (base_name, child)}
     again = ansible.playbook(SCAN, scan_vars)
     assert again.rc == 0, again.stderr + failures(again)
     assert {n: tags(registry, n) for n in (base_name, child)} == after
     assert not any(r["changed"] for r in again.result("Rebake the affected images on their patched parent")["results"])
     assert all(r.get("skipped") for r in again.result("Test the new versions")["results"])
+    assert all(r.get("skipped") for r in again.result("Promote the new versions to the first channel of their path")["results"])
