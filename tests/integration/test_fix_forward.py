@@ -139,7 +139,7 @@ def test_scan_rebuild_fixes_forward_through_the_gates(ansible, registry, workdir
         (security["version"], True, 0), (new["version"], True, 0)]
     report = "\n".join(run.result("Report the fix forward")["msg"])
     print(report)
-    assert "READY: %s:%s is in channel dev" % (child, new["version"]) in report, report
+    assert "READY: %s:%s was promoted to dev" % (child, new["version"]) in report, report
     assert "-e channel=staging -e version=%s (path dev -> staging -> production)" % new["version"] in report, report
     assert "-e channel=staging -e version=%s (path dev -> staging -> acme)" % security["version"] in report, report
     info = ansible.task("immutable.infra.image_info", {"name": child, "registry": reg})[1]
