@@ -11,7 +11,7 @@ APT_PACKAGES=(
   packer docker-registry skopeo mmdebstrap haproxy
   python3-venv git make ca-certificates curl shellcheck
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-  gnupg e2fsprogs chromium
+  gnupg e2fsprogs chromium dpkg-dev
 )
 
 missing=()
