@@ -32,5 +32,13 @@ def run_module(module, fn):
     try:
         result = fn()
     except ImmutableInfraError as exc:
-        module.fail_json(**exc.result())
-    module.exit_json(**result)
+        module.fail_json(**_warned(module, exc.result()))
+    module.exit_json(**_warned(module, result))
+
+
+def _warned(module, result):
+    """Warnings in a result go through module.warn (passing them to exit_json is deprecated)."""
+    result = dict(result)
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
+    return result

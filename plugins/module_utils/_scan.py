@@ -230,7 +230,10 @@ def evaluate_stored(lc, p, platforms, check_mode=False, today=None):
                     "violations": verdict["violations"]}
         result["overrides"].append(dict(override, name=name, version=facts["tag"], digest=facts["digest"],
                                         recorded=bool(record)))
-        if record:     # a version never scanned has no record to keep the override in: the warning is its log
+        same = [o for o in (record or {}).get("overrides") or []
+                if all(o.get(k) == override[k] for k in ("by", "reason", "for", "violations"))]
+        if record and not same:  # never scanned: no record to keep it in (the warning is its log); the same
+            # decision recorded already (a release run again): nothing new to record
             record = dict(record, overrides=list(record.get("overrides") or []) + [override])
             lc.record_scan(name, facts["digest"], record, check_mode=check_mode)
             result["changed"] = True

@@ -184,6 +184,12 @@ def test_release_refuses_a_failing_version_and_takes_a_logged_override(ansible, 
     override = lc.scan_result(s["name"], s["image"]["digest"])["overrides"][-1]
     assert (override["by"], override["reason"], override["for"]) == ("carol", reason, "release to %s/prod" % app)
     assert override["violations"] == [s["vuln"]] and override["time"]
+    # The same release run again is a no-op: the same decision is not recorded twice.
+    count = len(lc.scan_result(s["name"], s["image"]["digest"])["overrides"])
+    run = ansible.playbook(RELEASE, release_vars(registry, app, "%s:1" % s["name"], port, release_scan_override=reason,
+                                                 release_actor="carol"))
+    assert run.rc == 0 and run.result("Check the version against the scan policy")["changed"] is False
+    assert len(lc.scan_result(s["name"], s["image"]["digest"])["overrides"]) == count
 
 
 def test_promote_yml_gates_staging_on_the_scan_and_lets_an_unscanned_version_through(ansible, registry, scan_image):
