@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils import _apt_sources as _apt
-from ansible_collections.immutable.infra.plugins.module_utils import _base_vm
+from ansible_collections.immutable.infra.plugins.module_utils import _base_vm, _evidence
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils import _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_once, image_labels, version_diff
@@ -64,8 +64,13 @@ def build_base_image(params, check_mode=False):
     indexes = _apt.index_digest(_apt.build_sources(params), params.get("timeout") or 1800) if params.get("refresh") else None
     fp = base_fingerprint(params, indexes)
     result = {"fingerprint": fp, "name": name, "parent": None, "apt_indexes": indexes}
-    return bake_once(catalog, params, result, started, check_mode,
-                     lambda version, tags: _build_base(params, check_mode, catalog, result, version, tags, started))
+    result = bake_once(catalog, params, result, started, check_mode,
+                       lambda version, tags: _build_base(params, check_mode, catalog, result, version, tags, started))
+    if result.get("image") and "sbom" not in result:
+        # The catalog's version: complete what it lacks (a bake killed after its push; signing asked now).
+        done = _evidence.complete(catalog, result["image"], params.get("format") or "container", params, check_mode)
+        result.update(changed=result["changed"] or done["changed"], sbom=done["sbom"], signature=done["signature"])
+    return result
 
 
 def _build_base(params, check_mode, catalog, result, version, tags, started):
@@ -98,8 +103,15 @@ def _build_base(params, check_mode, catalog, result, version, tags, started):
             imp += ["--change", "LABEL %s=%s" % (k, json.dumps(v))]
         imp += ["--change", 'CMD ["/bin/bash"]', tarball]
         _rc, out, _err = run(imp, what="podman import")
-        facts = catalog.publish(out.strip().splitlines()[-1], name, version, labels[catalog_mod.LABEL_BAKE_ID])
+        local = out.strip().splitlines()[-1]
+        try:
+            evidence = _evidence.before_publish(local, "container", params, labels=labels)
+        except ImmutableInfraError:
+            run(["podman", "rmi", "-f", local], check=False, timeout=120)
+            raise
+        facts = catalog.publish(local, name, version, labels[catalog_mod.LABEL_BAKE_ID])
         result.update(changed=True, image=facts, commands=[argv, imp], duration=round(time.monotonic() - started, 3))
+        result.update(_evidence.after_publish(catalog, facts, evidence, params))
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -117,8 +129,10 @@ def _build_base_vm(params, check_mode, catalog, result, version, labels, started
     try:
         files, commands = _base_vm.build_disk(params, workdir, params.get("timeout") or 1800)
         local = _vm_image.package(files["disk"], files["kernel"], files["initrd"], labels, _vm_image.DEFAULT_KERNEL_ARGS)
+        evidence = _evidence.before_publish(local, "vm", params, labels=labels)
         facts = catalog.publish(local, result["name"], version, labels[catalog_mod.LABEL_BAKE_ID])
         result.update(changed=True, image=facts, commands=commands, duration=round(time.monotonic() - started, 3))
+        result.update(_evidence.after_publish(catalog, facts, evidence, params))
         return result
     finally:
         if local:

@@ -28,6 +28,16 @@ from ansible_collections.immutable.infra.plugins.module_utils import _image_file
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._records import SBOM_SUFFIX, record_tag
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+from ansible_collections.immutable.infra.plugins.module_utils._signing import SIGNING_OPTIONS, sign_version
+
+# The options of the modules that bake (doc fragment immutable.infra.bake_evidence).
+EVIDENCE_ARGS = dict(
+    seal_check=dict(type="bool", default=True),
+    seal_allow=dict(type="list", elements="str", default=[]),
+    signing=dict(type="dict", options=SIGNING_OPTIONS,
+                 mutually_exclusive=[("key_file", "key")], required_one_of=[("key_file", "key")]),
+    lookaside=dict(type="path"),
+)
 
 
 def _labels(local_image, podman="podman"):
@@ -86,8 +96,7 @@ def after_publish(catalog, facts, evidence, params, check_mode=False):
             "tag": record_tag(facts["digest"], SBOM_SUFFIX), "changed": changed, "seconds": evidence.get("seconds")}
     signature = None
     if params.get("signing"):
-        from ansible_collections.immutable.infra.plugins.module_utils import _signing  # lands with the signing work
-        signature = _signing.sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
+        signature = sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
                                           check_mode=check_mode)
     return {"sbom": sbom, "signature": signature}
 
@@ -112,8 +121,7 @@ def complete(catalog, facts, fmt, params, check_mode=False):
             out["sbom"] = after_publish(catalog, facts, evidence, {}, check_mode)["sbom"]
         out["changed"] = True
     if params.get("signing"):
-        from ansible_collections.immutable.infra.plugins.module_utils import _signing
-        out["signature"] = _signing.sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
+        out["signature"] = sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
                                                  check_mode=check_mode)
         out["changed"] = out["changed"] or out["signature"]["changed"]
     return out

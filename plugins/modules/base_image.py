@@ -29,6 +29,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
+  - immutable.infra.bake_evidence
   - immutable.infra.attributes
 attributes:
   check_mode:
@@ -128,6 +129,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+sbom:
+  description:
+    - The SBOM stored beside the version (component count, counts by type, its digest and tag, whether it was stored
+      now). A version the catalog holds gets its SBOM when it lacks one (a bake killed right after its push).
+  returned: always
+  type: dict
+  sample: {components: 118, types: {deb: 118}, digest: "sha256:4919ab72...", tag: "sha256-9c1e5c5d....sbom", changed: true}
+signature:
+  description: The version's signature with O(signing) (key fingerprint, path in the lookaside, changed), else null.
+  returned: always
+  type: dict
+  sample: {fingerprint: 0A1B2C3D4E5F60718293A4B5C6D7E8F901234567, path: /root/.local/state/immutable.infra/sigstore/immutable/base@sha256=9c1e/signature-1,
+           changed: true}
 image:
   description: The base image version built or found (see M(immutable.infra.image_bake)). Null in check mode when a build would happen.
   returned: always
@@ -164,6 +178,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._base_image import build_base_image
+from ansible_collections.immutable.infra.plugins.module_utils._evidence import EVIDENCE_ARGS
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 
 VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard"]
@@ -184,7 +199,7 @@ def main():
         revision=dict(type="str"),
         collection_version=dict(type="str"),
         timeout=dict(type="int", default=1800),
-        **REGISTRY_ARGS
+        **dict(EVIDENCE_ARGS, **REGISTRY_ARGS)
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, lambda: build_base_image(module.params, check_mode=module.check_mode))

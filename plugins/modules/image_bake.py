@@ -51,8 +51,8 @@ description:
     C(podman image mount); of a VM image''s disk only the needed paths are copied out with C(debugfs)): the seal
     check (O(seal_check)) and a CycloneDX 1.6 JSON SBOM of its Debian packages (with their source packages) and
     Python distributions. The SBOM is stored beside the version as the tag C(sha256-<hex>.sbom); the same image gives
-    the same SBOM, byte for byte. A bake the catalog already holds stays read-only and stores nothing: a version
-    without an SBOM (baked before SBOMs) shows up in M(immutable.infra.image_scan).'
+    the same SBOM, byte for byte. A bake the catalog already holds completes the version when it lacks its SBOM (a
+    bake killed right after its push, or a version baked before SBOMs) or, with O(signing), that key''s signature.'
   - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
@@ -69,6 +69,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
+  - immutable.infra.bake_evidence
   - immutable.infra.attributes
 attributes:
   check_mode:
@@ -173,45 +174,6 @@ options:
     description: The Packer executable.
     type: path
     default: packer
-  seal_check:
-    description:
-      - Refuse to publish an image that still holds SSH host keys (C(/etc/ssh/ssh_host_*)), private keys (PEM or
-        OpenSSH C(PRIVATE KEY) blocks, C(id_*) key files in home directories, C(/etc/ssl/private)), a non-empty
-        C(/etc/machine-id) or regular C(/var/lib/dbus/machine-id), shell histories or cloud credentials (C(.aws),
-        gcloud, C(.azure), C(.docker/config.json) with auths, C(.kube/config), C(.netrc), ...).
-      - It looks in C(/etc), C(/root), C(/home), C(/var/lib), C(/opt) and C(/srv). The bake fails naming every finding;
-        nothing is tagged or pushed and the built image is removed. The C(immutable.infra.seal) role removes these
-        when applied last in the recipe.
-    type: bool
-    default: true
-  seal_allow:
-    description: Image paths the seal check accepts (a directory accepts everything under it).
-    type: list
-    elements: str
-    default: []
-  signing:
-    description:
-      - GPG simple signing of the published version, stored in the lookaside directory; see
-        M(immutable.infra.image_sign).
-      - Give the key as O(signing.key_file) or O(signing.key); neither the key nor its passphrase is logged.
-    type: dict
-    suboptions:
-      key_file:
-        description: An armored GPG secret key file.
-        type: path
-      key:
-        description: The armored GPG secret key itself (for example from a vault or an AWX credential).
-        type: str
-      passphrase:
-        description: The key's passphrase.
-        type: str
-      fingerprint:
-        description: The fingerprint of the key to sign with, when the key material holds several.
-        type: str
-  lookaside:
-    description:
-      - The signatures' lookaside directory (sigstore layout). Defaults to the state directory's C(sigstore).
-    type: path
 seealso:
   - module: immutable.infra.image_info
   - module: immutable.infra.base_image
@@ -355,7 +317,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.immutable.infra.plugins.module_utils import _sbom
 from ansible_collections.immutable.infra.plugins.module_utils._bake import bake_recipe
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
-from ansible_collections.immutable.infra.plugins.module_utils._signing import SIGNING_OPTIONS
+from ansible_collections.immutable.infra.plugins.module_utils._evidence import EVIDENCE_ARGS
 
 
 def main():
@@ -378,12 +340,7 @@ def main():
         revision=dict(type="str"),
         timeout=dict(type="int", default=3600),
         packer_path=dict(type="path", default="packer"),
-        seal_check=dict(type="bool", default=True),
-        seal_allow=dict(type="list", elements="str", default=[]),
-        signing=dict(type="dict", options=SIGNING_OPTIONS,
-                     mutually_exclusive=[("key_file", "key")], required_one_of=[("key_file", "key")]),
-        lookaside=dict(type="path"),
-        **REGISTRY_ARGS
+        **dict(EVIDENCE_ARGS, **REGISTRY_ARGS)
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     for library, present, error in (("python-debian", _sbom.HAS_DEBIAN, _sbom.DEBIAN_IMPORT_ERROR),

@@ -43,6 +43,12 @@ def test_sbom_is_stored_at_bake_with_source_packages(ansible, registry, base, wo
     # Source packages as dpkg records them: libc6 comes from glibc, bsdutils from util-linux.
     assert comps["libc6"]["source"] == "glibc" and comps["bsdutils"]["source"] == "util-linux"
     assert "upstream=glibc" in comps["libc6"]["purl"] and comps["libc6"]["purl"].startswith("pkg:deb/debian/libc6@")
+    # The base bake stores its own SBOM (the base passes the seal check too).
+    base_sbom = Lifecycle(registry["address"], False).sbom(base["image"]["repository"].split("/", 1)[1],
+                                                            base["image"]["digest"])
+    assert base_sbom is not None
+    base_listed = {c["name"]: c["version"] for c in _sbom.read_sbom(base_sbom)["components"]}
+    assert base_listed and base_listed.items() <= {n: c["version"] for n, c in comps.items()}.items()
     # Every package of the base is listed, at its version.
     subprocess.run(["podman", "pull", "-q", "--tls-verify=false", base["image"]["reference"]], capture_output=True,
                    check=True)
