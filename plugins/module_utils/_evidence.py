@@ -97,7 +97,7 @@ def after_publish(catalog, facts, evidence, params, check_mode=False):
     signature = None
     if params.get("signing"):
         signature = sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
-                                          check_mode=check_mode)
+                                 check_mode=check_mode)
     return {"sbom": sbom, "signature": signature}
 
 
@@ -122,6 +122,6 @@ def complete(catalog, facts, fmt, params, check_mode=False):
         out["changed"] = True
     if params.get("signing"):
         out["signature"] = sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"),
-                                                 check_mode=check_mode)
+                                        check_mode=check_mode)
         out["changed"] = out["changed"] or out["signature"]["changed"]
     return out

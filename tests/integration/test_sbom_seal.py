@@ -44,8 +44,8 @@ def test_sbom_is_stored_at_bake_with_source_packages(ansible, registry, base, wo
     assert comps["libc6"]["source"] == "glibc" and comps["bsdutils"]["source"] == "util-linux"
     assert "upstream=glibc" in comps["libc6"]["purl"] and comps["libc6"]["purl"].startswith("pkg:deb/debian/libc6@")
     # The base bake stores its own SBOM (the base passes the seal check too).
-    base_sbom = Lifecycle(registry["address"], False).sbom(base["image"]["repository"].split("/", 1)[1],
-                                                            base["image"]["digest"])
+    base_name = base["image"]["repository"].split("/", 1)[1]
+    base_sbom = Lifecycle(registry["address"], False).sbom(base_name, base["image"]["digest"])
     assert base_sbom is not None
     base_listed = {c["name"]: c["version"] for c in _sbom.read_sbom(base_sbom)["components"]}
     assert base_listed and base_listed.items() <= {n: c["version"] for n, c in comps.items()}.items()
