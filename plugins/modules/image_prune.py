@@ -27,6 +27,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.registry
+  - immutable.infra.fleet_platforms
   - immutable.infra.router
   - immutable.infra.attributes
 attributes:
@@ -54,23 +55,11 @@ options:
     type: raw
     default: 7d
   history_keep:
-    description: How many of each channel's latest moves protect their target (besides the channel's head).
+    description:
+      - How many of each channel's latest moves protect their target (besides the channel's head).
+      - A platform that cannot be read (O(platforms)) fails the task and nothing is deleted.
     type: int
     default: 10
-  platforms:
-    description:
-      - The platforms whose server groups are read (every app and stack).
-      - Default C(podman), plus C(libvirt) when its state directory exists.
-      - A platform that cannot be read fails the task and nothing is deleted.
-    type: list
-    elements: str
-    choices: [podman, libvirt]
-  platform_options:
-    description:
-      - "Options per platform, as C({platform name: options}) (see M(immutable.infra.server_group)'s
-        O(immutable.infra.server_group#module:platform_options))."
-    type: dict
-    default: {}
 seealso:
   - module: immutable.infra.image_info
   - module: immutable.infra.server_group

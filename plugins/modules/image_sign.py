@@ -158,10 +158,7 @@ def main():
     p = module.params
 
     def sign():
-        result = sign_or_verify(Catalog(p["registry"], p["validate_certs"]), p, module.check_mode)
-        for warning in result.pop("warnings", []):
-            module.warn(warning)
-        return result
+        return sign_or_verify(Catalog(p["registry"], p["validate_certs"]), p, module.check_mode)
 
     run_module(module, sign)
 

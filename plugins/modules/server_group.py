@@ -284,11 +284,8 @@ def main():
         resolve = usable_image(catalog.resolve, lifecycle_for, p["registry"], p["channel"], p["state"] == "present",
                                "cannot start instances of")
         verify = image_verifier(catalog.client, p["signature_policy"]) if p["state"] == "present" else None
-        result = converge(platform, resolve, p, module.check_mode, declared_port=catalog.service_port,
-                          verify_image=verify)
-        for warning in result.pop("warnings", []):
-            module.warn(warning)
-        return result
+        return converge(platform, resolve, p, module.check_mode, declared_port=catalog.service_port,
+                        verify_image=verify)
 
     run_module(module, group)
 
