@@ -155,6 +155,12 @@ def tags(registry, name):
                          % (name, registry["address"], proc.returncode, proc.stderr.strip()))
 
 
+def versions(registry, name):
+    """The repository's image versions: its tags without the lifecycle and security records
+    (sha256-<hex>.sbom/.scan/.test/.revoked, channel.<name>) stored beside them."""
+    return [t for t in tags(registry, name) if not t.startswith(("sha256-", "channel."))]
+
+
 def bake_containers():
     proc = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
     return sorted(n for n in proc.stdout.split() if n.startswith("immutable-bake-"))

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import TOP, free_port, tags
+from conftest import TOP, free_port, tags, versions
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 
@@ -71,7 +71,7 @@ def test_bake_records_the_version_with_its_facts(web_v1, base, registry):
     assert img["parent_digest"] == base["image"]["digest"]
     assert img["fingerprint"] == res["fingerprint"]
     assert img["recipe"] == "web" and img["created"] and img["bake_id"]
-    assert tags(registry, "web") == ["1"]
+    assert versions(registry, "web") == ["1"]
     assert not [w for w in res.get("warnings") or [] if "build shell" in w], "web resets its CMD"
 
 
@@ -127,7 +127,7 @@ def test_recipe_from_a_path_outside_the_collection(web_v1, ansible, registry, wo
     assert run.rc == 0, run.stderr
     img = run.result("Bake the recipe")["image"]
     assert img["repository"] == "%s/api" % registry["address"] and img["version"] == "1"
-    assert tags(registry, "api") == ["1"]
+    assert versions(registry, "api") == ["1"]
 
 
 def test_base_image_is_baked_once(base, ansible, registry):
@@ -157,7 +157,7 @@ def named(ansible, registry, base):
 def test_a_named_version_is_used(named, registry):
     name, _v, res = named
     assert res["changed"] and res["image"]["version"] == "2024.06.1" and res["image"]["tag"] == "2024.06.1"
-    assert tags(registry, name) == ["2024.06.1"]
+    assert versions(registry, name) == ["2024.06.1"]
 
 
 def test_a_version_is_never_overwritten(named, ansible, registry):
@@ -167,7 +167,7 @@ def test_a_version_is_never_overwritten(named, ansible, registry):
     assert other.rc != 0
     msg = other.result("Bake the recipe")["msg"]
     assert "%s:2024.06.1 already exists with other inputs" % name in msg and "versions are immutable" in msg
-    assert tags(registry, name) == ["2024.06.1"] and digest_of(registry, name, "2024.06.1") == digest
+    assert versions(registry, name) == ["2024.06.1"] and digest_of(registry, name, "2024.06.1") == digest
 
     same = ansible.playbook(BAKE, v)
     assert same.rc == 0 and same.changed == 0
@@ -176,7 +176,7 @@ def test_a_version_is_never_overwritten(named, ansible, registry):
     forced = ansible.playbook(BAKE, dict(v, bake_force=True))
     assert forced.rc != 0
     assert "already exists with the same inputs" in forced.result("Bake the recipe")["msg"]
-    assert tags(registry, name) == ["2024.06.1"] and digest_of(registry, name, "2024.06.1") == digest
+    assert versions(registry, name) == ["2024.06.1"] and digest_of(registry, name, "2024.06.1") == digest
 
 
 def test_force_bakes_the_same_inputs_as_a_new_version(named, ansible, registry):
@@ -187,5 +187,5 @@ def test_force_bakes_the_same_inputs_as_a_new_version(named, ansible, registry):
     assert res["changed"] and res["image"]["version"] == "1"
     assert res["image"]["fingerprint"] == first["image"]["fingerprint"]
     assert res["image"]["digest"] != first["image"]["digest"] and res["image"]["bake_id"] != first["image"]["bake_id"]
-    assert tags(registry, name) == ["1", "2024.06.1"]
+    assert versions(registry, name) == ["1", "2024.06.1"]
     assert digest_of(registry, name, "2024.06.1") == first["image"]["digest"]

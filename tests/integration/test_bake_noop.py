@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import TOP, tags
+from conftest import TOP, versions
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 ANNOUNCE = "Packer's output for this bake goes to "
@@ -58,7 +58,7 @@ def test_noop_bake_is_answered_on_the_controller(baked, env, workdir, registry):
     assert res["parent"]["digest"] == first["parent"]["digest"]
     assert "invocation" not in res, "the module ran: the action did not answer the no-op itself"
     assert ANNOUNCE not in printed and set(os.listdir(logs)) == before
-    assert tags(registry, extra["recipe_name"]) == ["1"]
+    assert versions(registry, extra["recipe_name"]) == ["1"]
 
 
 def test_check_mode_creates_no_log_directory(baked, env, workdir):

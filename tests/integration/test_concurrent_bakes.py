@@ -6,7 +6,7 @@ import os
 import threading
 import uuid
 
-from conftest import TOP, tags
+from conftest import TOP, versions
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 
@@ -40,7 +40,7 @@ def test_different_inputs_take_distinct_numbers(ansible, registry, base):
     images = [r.result("Bake the recipe")["image"] for r in runs]
     assert sorted(i["version"] for i in images) == ["1", "2"]
     assert images[0]["fingerprint"] != images[1]["fingerprint"] and images[0]["digest"] != images[1]["digest"]
-    assert tags(registry, name) == ["1", "2"]
+    assert versions(registry, name) == ["1", "2"]
 
 
 def test_the_same_inputs_are_baked_once(ansible, registry, base):
@@ -51,4 +51,4 @@ def test_the_same_inputs_are_baked_once(ansible, registry, base):
     assert sorted(r["changed"] for r in results) == [False, True]
     assert {r["image"]["digest"] for r in results} == {results[0]["image"]["digest"]}
     assert {r["image"]["version"] for r in results} == {"1"}
-    assert tags(registry, name) == ["1"]
+    assert versions(registry, name) == ["1"]

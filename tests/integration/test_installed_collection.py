@@ -6,7 +6,7 @@ import glob
 import os
 import subprocess
 
-from conftest import TOP, tags
+from conftest import TOP, versions
 from test_bake import serve
 
 
@@ -33,6 +33,6 @@ def test_bake_through_the_installed_collection(ansible, registry, base, workdir,
     proc = subprocess.run(argv, cwd=outside, env=run_env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "installed-web version 1 baked" in proc.stdout
-    assert tags(registry, "installed-web") == ["1"]
+    assert versions(registry, "installed-web") == ["1"]
     doc, _name = serve("%s/installed-web:1" % registry["address"])
     assert doc["message"] == "from the installed collection" and doc["version"] == "1"

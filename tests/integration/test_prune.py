@@ -16,7 +16,8 @@ import time
 import urllib.request
 import uuid
 
-from conftest import RELEASE, TOP, alive, children, free_port, push_test_image, release_vars, start_release, tags, wait_for
+from conftest import (RELEASE, TOP, alive, children, free_port, push_test_image, release_vars, start_release, tags,
+                      versions, wait_for)
 
 PRUNE = os.path.join(TOP, "playbooks", "prune.yml")
 OLD = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400))
@@ -200,7 +201,7 @@ def test_keep_n_and_min_age(ansible, registry):
     rc, res = ansible.task("immutable.infra.image_prune", {
         "registry": registry["address"], "repositories": [r], "keep": 3, "min_age": "2d"})
     assert rc == 0 and res["changed"] and len(res["deleted"]) == 5, res
-    assert tags(registry, r) == ["6", "7", "8"]
+    assert versions(registry, r) == ["6", "7", "8"]
 
 
 def test_refusals_change_nothing(ansible, registry):
@@ -221,7 +222,7 @@ def test_refusals_change_nothing(ansible, registry):
     rc, res = ansible.task("immutable.infra.image_prune", {
         "registry": registry["address"], "repositories": [r], "keep": 0, "min_age": "7 days"})
     assert rc != 0 and "min_age '7 days' is not a duration" in res["msg"], res
-    assert tags(registry, r) == ["1", "2"]
+    assert versions(registry, r) == ["1", "2"]
 
 
 def test_a_registry_the_project_does_not_own_is_not_collected(ansible, registry, workdir):
@@ -308,7 +309,7 @@ def test_killing_ansible_playbook_while_collecting_leaves_the_registry_running(r
             wait_for(lambda w=w: not alive(w), 120, "the orphaned worker %d to finish" % w)
         wait_for(lambda: answers(registry), 60, "the registry to answer again")
         assert registry_pid(registry) not in (None, pid) and alive(registry_pid(registry))
-        wait_for(lambda: tags(registry, r) == ["4"], 30, "the prune's deletions")
+        wait_for(lambda: versions(registry, r) == ["4"], 30, "the prune's deletions")
         assert served_whole(registry, r, kept)
         assert all(digest(registry, r, d_) is None for d_ in going)
         if caught:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import RELEASE, TOP, endpoint_version, free_port, instance_names, release_vars, tags
+from conftest import RELEASE, TOP, endpoint_version, free_port, instance_names, release_vars, versions
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 PYAPI = os.path.join(TOP, "tests", "integration", "recipes", "pyapi")
@@ -128,4 +128,4 @@ def test_bake_warns_when_the_build_shell_is_the_command(pyapi, ansible, registry
     res = run.result("Bake the recipe")
     warned = build_shell_warnings(res)
     assert len(warned) == 1 and '["/bin/sh"]' in warned[0] and "CMD []" in warned[0], res.get("warnings")
-    assert tags(registry, name) == [res["image"]["version"]]
+    assert versions(registry, name) == [res["image"]["version"]]

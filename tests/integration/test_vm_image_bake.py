@@ -10,7 +10,7 @@ import time
 import urllib.request
 import uuid
 
-from conftest import TOP, QemuVM, fetch_vm_image, tags, vm_accelerator
+from conftest import TOP, QemuVM, fetch_vm_image, tags, vm_accelerator, versions
 
 BAKE = os.path.join(TOP, "playbooks", "bake.yml")
 
@@ -30,7 +30,7 @@ def test_the_vm_output_is_its_own_image_version(web_vm_image, registry):
     assert image["format"] == "vm" and image["digest"].startswith("sha256:")
     assert image["labels"]["infra.immutable.port"] == "8080"
     assert image["parent_name"].endswith("/immutable/base-vm")
-    assert tags(registry, "vmweb-vm") == [image["version"]] and tags(registry, "vmweb") == []
+    assert versions(registry, "vmweb-vm") == [image["version"]] and tags(registry, "vmweb") == []
     print("golden VM bake: %.1fs (Packer %.1fs)" % (web_vm_image["duration"], web_vm_image["packer_seconds"]))
 
 
@@ -52,7 +52,7 @@ def test_check_mode_validates_the_vm_source_and_bakes_nothing(web_vm_image, ansi
     res = run.result("Bake the recipe")
     assert res["changed"] is True and res["image"] is None and res["name"] == "vmweb-vm", res
     assert res["commands"][0][:2] == ["packer", "validate"] and "-only=qemu.vm,*.qemu.vm" in res["commands"][0]
-    assert tags(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
+    assert versions(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
 
 
 def test_the_golden_vm_boots_to_a_healthy_service(web_vm_image, env, workdir):
@@ -97,7 +97,7 @@ def test_a_bake_of_both_runs_packer_only_for_the_missing_output(web_vm_image, ba
     assert outs["container"]["fingerprint"] != outs["vm"]["fingerprint"]
     builds = [c for c in res["commands"] if c[:2] == ["packer", "build"]]
     assert len(builds) == 1 and any(a.startswith("-only=docker.container") for a in builds[0]), builds
-    assert tags(registry, "vmweb") == ["1"] and tags(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
+    assert versions(registry, "vmweb") == ["1"] and versions(registry, "vmweb-vm") == [web_vm_image["image"]["version"]]
     print("container bake of the same recipe: %.1fs (Packer %.1fs)" % (res["duration"], res["packer_seconds"]))
     again = ansible.playbook(BAKE, {"catalog_registry": registry["address"], "recipe": "web", "recipe_name": "vmweb",
                                     "bake_only": "both", "recipe_variables": {"web_message": "vmweb"}})
