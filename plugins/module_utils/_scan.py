@@ -142,16 +142,23 @@ def select_targets(lc, images=None, platforms=None, channel=None, newest_only=Fa
         return default_targets(described, read_live_references(platforms or [], None))
     out, seen = [], set()
     for name, tag, digest in parse_images(images, lc.registry):
-        if tag or digest:
-            found = [lc.version(name, version=tag, digest=digest)]
-        elif channel:
-            found = [lc.resolve_channel(name, channel, allow_revoked=True)]
-        else:
-            # newest_only: the newest version as a release by version reads it (Catalog.newest).
-            versions = [lc.catalog.newest(name)] if newest_only else one_per_digest(name, lc.describe_all(name)["versions"])
-            if not versions or versions[0] is None:
-                raise lc._unknown(name, name, [])
-            found = versions
+        ref = name + (":%s" % tag if tag else "@%s" % digest if digest else "")
+        try:
+            if tag or digest:
+                found = [lc.version(name, version=tag, digest=digest)]
+            elif channel:
+                found = [lc.resolve_channel(name, channel, allow_revoked=True)]
+            else:
+                # newest_only: the newest version as a release by version reads it (Catalog.newest).
+                versions = [lc.catalog.newest(name)] if newest_only else one_per_digest(name, lc.describe_all(name)["versions"])
+                if not versions or versions[0] is None:
+                    raise lc._unknown(name, name, [])
+                found = versions
+        except ImmutableInfraError as exc:
+            if str(exc).startswith("unknown image"):
+                # Named as the catalog names it for a release or a bake: "unknown image 'web:99': ..."
+                raise ImmutableInfraError("unknown image %r: %s" % (ref, exc), **exc.details)
+            raise
         for facts in found:
             if (name, facts["digest"]) not in seen:
                 seen.add((name, facts["digest"]))
