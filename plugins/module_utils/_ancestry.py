@@ -30,15 +30,20 @@ def parent_repository(parent, registry):
     return parts["registry"], parts["name"]
 
 
-def is_child(facts, registry, parent_name):
-    """True when the version's recorded parent is a version of registry/parent_name."""
+def recorded_parent(facts, registry):
+    """The repository (name) of the version's recorded parent when that parent is in `registry`, else None."""
     if not facts.get("parent_name") or not facts.get("parent_digest"):
-        return False
+        return None
     try:
         parts = parse_reference(facts["parent_name"], default_registry=registry)
     except ImmutableInfraError:
-        return False
-    return (parts["registry"], parts["name"]) == (registry, parent_name)
+        return None
+    return parts["name"] if parts["registry"] == registry else None
+
+
+def is_child(facts, registry, parent_name):
+    """True when the version's recorded parent is a version of registry/parent_name."""
+    return recorded_parent(facts, registry) == parent_name
 
 
 def bake_request(name, facts, recipes=None):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import parse_reference, version_key
 from ansible_collections.immutable.infra.plugins.module_utils._fleet import parse_router_state
-from ansible_collections.immutable.infra.plugins.module_utils._prune import digest_of
+from ansible_collections.immutable.infra.plugins.module_utils._prune import digest_of, platform_instances
 from ansible_collections.immutable.infra.plugins.module_utils._records import LABEL_CHANNEL, now
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
@@ -266,15 +266,9 @@ def read(lifecycle, platforms, router, repositories=None, apps=None):
         found = list(pool.map(lambda job: lifecycle.scan_result(*job), jobs))
         chans = dict(zip(repos, pool.map(lambda r: lifecycle.channels(r, indexes[r]), repos)))
     scans = [dict(rec, repository=r, subject=d) for (r, d), rec in zip(jobs, found) if rec]
-    instances = []
-    for name, platform in platforms:
-        try:
-            listed = platform.list_instances()
-        except ImmutableInfraError as exc:
-            raise ImmutableInfraError("cannot read the server groups on platform %s: %s; the exposure report needs "
-                                      "every platform where groups run (leave %s out of platforms only if no group "
-                                      "runs there)" % (name, exc.msg, name), **exc.details)
-        instances.extend(dict(i, platform=name) for i in listed if not apps or i.get("app") in apps)
+    instances = [dict(i, platform=name)
+                 for name, listed in platform_instances(platforms, "the exposure report needs every platform where groups run")
+                 for i in listed if not apps or i.get("app") in apps]
     weights = parse_router_state(router.load_routes()) if router is not None else {}
     return scans, chans, instances, weights
 

@@ -29,8 +29,8 @@ import shutil
 import tarfile
 import tempfile
 
-from ansible_collections.immutable.infra.plugins.module_utils._ancestry import bake_request
-from ansible_collections.immutable.infra.plugins.module_utils._catalog import LABEL_REVISION, parse_reference, version_key
+from ansible_collections.immutable.infra.plugins.module_utils._ancestry import bake_request, recorded_parent
+from ansible_collections.immutable.infra.plugins.module_utils._catalog import LABEL_REVISION, version_key
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
 _CLEAN_REVISION = re.compile(r"^[0-9a-f]{40}$")
@@ -64,21 +64,12 @@ def _short(name):
     return name.rsplit("/", 1)[-1]
 
 
-def repo_name(parent_name, registry):
-    """The repository a recorded parent name (registry/name) is in, or None when in another registry."""
-    try:
-        parts = parse_reference(parent_name, default_registry=registry)
-    except ImmutableInfraError:
-        return None
-    return parts["name"] if parts["registry"] == registry else None
-
-
 def lineage(facts, by_digest, registry):
     """[root, ..., facts]: the version's ancestors in this registry, oldest first."""
     chain = [facts]
     while chain[0].get("parent_digest"):
         parent = by_digest.get(chain[0]["parent_digest"])
-        if parent is None or repo_name(chain[0].get("parent_name") or "", registry) != parent["name"]:
+        if parent is None or recorded_parent(chain[0], registry) != parent["name"]:
             break
         chain.insert(0, parent)
     return chain
@@ -150,7 +141,7 @@ def plan(versions, heads, live, scans, policy, registry, recipes=None, repositor
     # Children in use of an intermediate repository baked again follow it (their parent changed).
     rebaked = {e["name"] for e in rebakes.values() if e["depth"] >= 1}
     for digest, facts in sorted(by_digest.items()):
-        parent = repo_name(facts.get("parent_name") or "", registry)
+        parent = recorded_parent(facts, registry)
         if parent in rebaked and parent not in bases and facts["tag"] == newest[facts["name"]] \
                 and (channels_of.get(digest) or live.get(digest)):
             depth = max(e["depth"] for e in rebakes.values() if e["name"] == parent) + 1

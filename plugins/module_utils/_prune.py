@@ -223,18 +223,25 @@ def platforms_from(names=None, platform_options=None):
     return [(n, get_platform(n, **(options.get(n) or {}))) for n in names]
 
 
+def platform_instances(platforms, need):
+    """[(platform name, instances)] of every platform ([(name, Platform)]). A platform that cannot be
+    read is an error saying why the caller needs it (`need`): leaving it out would hide its groups."""
+    out = []
+    for name, platform in platforms:
+        try:
+            out.append((name, platform.list_instances()))
+        except ImmutableInfraError as exc:
+            raise ImmutableInfraError(
+                "cannot read the server groups on platform %s: %s; %s (leave %s out of platforms only if no group "
+                "runs there)" % (name, exc.msg, need, name), **exc.details)
+    return out
+
+
 def read_live_references(platforms, router):
     """{digest: [reasons]} from the server groups on every platform ([(name, Platform)]) and the router.
     A platform or router state that cannot be read refuses the prune."""
     refs = {}
-    for name, platform in platforms:
-        try:
-            instances = platform.list_instances()
-        except ImmutableInfraError as exc:
-            raise ImmutableInfraError(
-                "cannot read the server groups on platform %s: %s; prune refuses to delete anything while it cannot "
-                "see every group (leave %s out of platforms only if no group runs there)" % (name, exc.msg, name),
-                **exc.details)
+    for name, instances in platform_instances(platforms, "prune refuses to delete anything while it cannot see every group"):
         group_references(name, instances, refs)
     if router is not None:
         router_references(router.load_routes(), refs)
