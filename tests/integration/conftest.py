@@ -111,6 +111,7 @@ def env(workdir):
         ANSIBLE_LOCAL_TEMP=os.path.join(workdir, "ansible-tmp"),
         ANSIBLE_HOME=os.path.join(home, ".ansible"),
         CHECKPOINT_DISABLE="1",
+        AWS_EC2_METADATA_DISABLED="true",     # boto3 never asks 169.254.169.254 for credentials
     )
     return e
 
@@ -718,3 +719,62 @@ def project_libvirtd_left_as_found():
     yield
     if not before and _libvirtd.started():
         _libvirtd.stop()
+
+
+# ------------------------------------------------------------------ AWS without AWS (moto)
+MOTO_REGIONS = ("us-east-1", "eu-west-1")
+
+
+@pytest.fixture(scope="session")
+def moto(env, workdir):
+    """A moto server on a free loopback port, started for this session and stopped by pid.
+
+    Returns {"endpoint_url", "port", "region", "regions", "options" (the AWS connection options
+    every AWS-facing option set takes: dummy credentials + endpoint_url), "env" (the same as
+    environment variables, for boto3 in the test and for amazon.aws modules)}. The instance
+    metadata service is never asked (AWS_EC2_METADATA_DISABLED): traffic stays on loopback."""
+    port = free_port()
+    exe = os.path.join(os.path.dirname(os.path.realpath(shutil.which("python") or "python")), "moto_server")
+    exe = exe if os.path.exists(exe) else shutil.which("moto_server")
+    log = open(os.path.join(workdir, "moto-%d.log" % port), "w")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(env, AWS_EC2_METADATA_DISABLED="true"))
+    url = "http://127.0.0.1:%d" % port
+    try:
+        wait_for(lambda: _http_ok(url + "/moto-api/"), 30, "moto server on %s" % url)
+        options = {"endpoint_url": url, "region": MOTO_REGIONS[0], "access_key": "testing", "secret_key": "testing"}
+        aws_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": MOTO_REGIONS[0], "AWS_REGION": MOTO_REGIONS[0],
+                   "AWS_EC2_METADATA_DISABLED": "true"}
+        yield {"endpoint_url": url, "port": port, "region": MOTO_REGIONS[0], "regions": MOTO_REGIONS,
+               "options": options, "env": aws_env}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def _http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status < 500
+    except Exception:
+        return False
+
+
+def moto_reset(moto):
+    """Forget every resource in the moto server (between tests that must start empty)."""
+    req = urllib.request.Request(moto["endpoint_url"] + "/moto-api/reset", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+
+
+def boto3_client(moto, service, region=None):
+    """A boto3 client on the moto server, to read back what the modules made."""
+    import boto3
+    return boto3.client(service, endpoint_url=moto["endpoint_url"], region_name=region or moto["region"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
