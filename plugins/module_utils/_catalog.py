@@ -37,6 +37,8 @@ DEFAULT_PORT = 8080
 # What the image is: "container" (absent = container) or "vm" (a VM image: a
 # qcow2 disk with its kernel and initrd, see _vm_image).
 LABEL_FORMAT = label("format")
+# An AMI version carries one label per region it was baked to or copied into: infra.immutable.ami.<region>=ami-...
+LABEL_AMI_PREFIX = label("ami") + "."
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -117,8 +119,15 @@ def version_facts(repository, tag, inspected):
         "parent_name": labels.get(LABEL_BASE_NAME),
         "bake_id": labels.get(LABEL_BAKE_ID),
         "format": labels.get(LABEL_FORMAT) or "container",
+        "amis": amis_of(labels),
         "labels": labels,
     }
+
+
+def amis_of(labels):
+    """{region: AMI id} of an AMI image version (format ami): its infra.immutable.ami.<region> labels."""
+    return {k[len(LABEL_AMI_PREFIX):]: v for k, v in sorted((labels or {}).items())
+            if k.startswith(LABEL_AMI_PREFIX) and v}
 
 
 def _port_number(value, what):
