@@ -126,3 +126,12 @@ def aws_error(exc, what, region=None):
         message = (exc.response.get("Error") or {}).get("Message") or str(exc)
         return ImmutableInfraError("%s failed%s: %s: %s" % (what, where, code, message), aws_error_code=code)
     return ImmutableInfraError("%s failed%s: %s" % (what, where, exc))
+
+
+# Connection options whose values are secrets: modules add them to no_log_values.
+SECRET_OPTIONS = ("secret_key", "session_token")
+
+
+def secrets_of(options):
+    """The secret values among connection options (to mask in a module's output)."""
+    return [str(v) for k, v in (options or {}).items() if k in SECRET_OPTIONS and v]
