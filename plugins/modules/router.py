@@ -7,17 +7,21 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: router
-short_description: Run the project's haproxy router on loopback
+short_description: Run the project's haproxy router on loopback, or check the elbv2 router's load balancer
 version_added: 0.1.0
 description:
   - Starts, stops, restarts or reloads haproxy in master-worker mode, configured from the routes
     M(immutable.infra.traffic) keeps in the router's state directory, so a restart or reload serves
     exactly what the runtime API was told.
   - The process is known by its pid file and stopped by that pid only.
+  - With O(router_backend=elbv2) the router is the ALB named in O(router_options) - AWS runs it. Only
+    C(started) applies - it checks that the load balancer exists and lists the app/stack endpoints
+    (listeners) it serves; nothing changes.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.attributes
 attributes:
   check_mode:
@@ -42,13 +46,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pid:
-  description: pid of the haproxy master, or null when stopped.
+  description: pid of the haproxy master, or null when stopped (always null for elbv2).
   returned: always
   type: int
   sample: 4242
 router_dir:
-  description: The router's state directory.
-  returned: always
+  description: The router's state directory (haproxy).
+  returned: when router_backend is haproxy
   type: str
   sample: /root/.local/state/immutable.infra/router
 endpoints:
@@ -61,20 +65,29 @@ endpoints:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS, router_from, router_secrets
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(state=dict(type="str", default="started",
-                                      choices=["started", "stopped", "restarted", "reloaded"]), **ROUTER_ARGS),
+                                      choices=["started", "stopped", "restarted", "reloaded"]),
+                           **dict(ROUTER_ARGS, **ROUTER_BACKEND_ARGS)),
         supports_check_mode=True,
     )
     state = module.params["state"]
-    router = Router(router_dir(module.params))
+    module.no_log_values.update(router_secrets(module.params))
 
     def converge():
+        router = router_from(module.params)
+        if module.params["router_backend"] == "elbv2":
+            if state != "started":
+                raise ImmutableInfraError("the elbv2 router is an AWS load balancer: it is never %s by this module "
+                                          "(only state=started, which checks it)" % state)
+            router.start()
+            return {"changed": False, "pid": None, "endpoints": sorted(router.load_routes()["endpoints"])}
         pid = router.pid()
         changed = {"started": not pid, "stopped": bool(pid), "restarted": True, "reloaded": True}[state]
         if changed and not module.check_mode:

@@ -15,9 +15,12 @@ description:
   - Order of a change - instances of newly named groups are added to the router with weight 0 and must pass
     the router's health checks before any weight moves; then the named groups get their weights, then the rest drain.
     The router is never left without a healthy server carrying weight.
-  - The policy is the same for every router backend; the backend today is the project's haproxy. Changes go
-    through haproxy's runtime API (no reload, no dropped request) and are persisted in the router's routes, so a
-    reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
+  - The policy is the same for every router backend (O(router_backend)). With the project's haproxy (the default),
+    changes go through haproxy's runtime API (no reload, no dropped request) and are persisted in the router's routes,
+    so a reload or restart keeps them. A new endpoint (first release of an app/stack) reloads the router.
+  - With C(elbv2), the endpoint is a listener of the ALB named in O(router_options), each server group a target group
+    attached to the group's Auto Scaling group, and weights those of the listener's weighted forward action; the
+    state (weights, history, images) lives in AWS, see the elbv2 notes of O(router_options).
   - Router servers are where the O(platform) says each instance's service port is reached.
   - Groups whose instances are gone are removed from the router.
   - A stopped router is started first (see M(immutable.infra.router)).
@@ -37,6 +40,7 @@ extends_documentation_fragment:
   - immutable.infra.server_group
   - immutable.infra.platform
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.attributes
 attributes:
   check_mode:
@@ -54,7 +58,8 @@ options:
     default: {}
   port:
     description:
-      - Port the endpoint listens on, on 127.0.0.1. Required the first time (or O(new_endpoint_port)).
+      - Port the endpoint listens on (on 127.0.0.1 for haproxy; the ALB listener's port for elbv2). Required the first
+        time (or O(new_endpoint_port)), unless an elbv2 C(listener_arn) gives it.
       - A different port for an existing endpoint is refused.
     type: int
   new_endpoint_port:
@@ -219,11 +224,11 @@ planned:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
-from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
 from ansible_collections.immutable.infra.plugins.module_utils._revocation import check_reference
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS, router_from, router_secrets
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import apply
 
 
@@ -247,11 +252,12 @@ def main():
             validate_certs=dict(type="bool", aliases=["tls_verify"]),
             retire=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
-            **dict(ROUTER_ARGS, **PLATFORM_ARGS)
+            **dict(ROUTER_ARGS, **dict(ROUTER_BACKEND_ARGS, **PLATFORM_ARGS))
         ),
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(router_secrets(p))
 
     def converge():
         check_name("app", p["app"])
@@ -260,7 +266,7 @@ def main():
         def check_target(reference, doing):
             check_reference(reference, doing, lambda registry: Lifecycle(registry, p["validate_certs"]))
 
-        return apply(Router(router_dir(p)), platform_from(p), p, module.check_mode, check_target)
+        return apply(router_from(p), platform_from(p), p, module.check_mode, check_target)
 
     run_module(module, converge)
 

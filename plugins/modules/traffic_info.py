@@ -13,12 +13,15 @@ description:
   - Reads the router live - per server group its weight, how many servers pass the router's health checks,
     requests served, and error counts (C(http_5xx) responses, C(connect_errors) connection errors,
     C(response_errors) response errors, C(errors) their sum) that release gates compare over a window. The names
-    are the same for every router backend (haproxy today).
+    are the same for every router backend.
+  - The elbv2 router reads target health live; its request and error counters are CloudWatch metrics, which it does
+    not read - they are null and C(counters) says why (C(available) false, C(reason)), never invented numbers.
 author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.server_group
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.attributes
   - immutable.infra.attributes.INFO_MODULE
 options: {}
@@ -53,28 +56,30 @@ endpoint:
                       response_errors: 0, servers: [{name: web-prod-v002-1a2b3c, up: true, status: UP, weight: 256,
                                                      check: L7OK}]}
     backend: {status: UP, requests: 1210, http_5xx: 0, connect_errors: 0, response_errors: 0}
+    counters: {available: true, source: haproxy}
     history: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, router_dir, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._module import ROUTER_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS, router_from, router_secrets
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import endpoint_report
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(app=dict(type="str", required=True), stack=dict(type="str", required=True), **ROUTER_ARGS),
+        argument_spec=dict(app=dict(type="str", required=True), stack=dict(type="str", required=True), **dict(ROUTER_ARGS, **ROUTER_BACKEND_ARGS)),
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(router_secrets(p))
 
     def info():
         check_name("app", p["app"])
         check_name("stack", p["stack"])
-        return {"changed": False, "endpoint": endpoint_report(Router(router_dir(p)), p["app"], p["stack"])}
+        return {"changed": False, "endpoint": endpoint_report(router_from(p), p["app"], p["stack"])}
 
     run_module(module, info)
 

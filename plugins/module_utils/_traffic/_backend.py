@@ -23,7 +23,8 @@ A server's live record (stats()["servers"][name]):
                  count as up before its first check)
   status, check  the router's own words for its state and last check, for messages
   requests, http_5xx, connect_errors, response_errors
-                 counters since the server was added
+                 counters since the server was added; None when the backend cannot read
+                 them (its counters_unavailable says why): never invented
 The endpoint's total (stats()["total"]): status, requests and the same error
 counters, or {} when the router has none.
 """
@@ -41,6 +42,8 @@ class RouterBackend:
     name = None
     # Where endpoints listen (a local router) and where it reaches instances from.
     listen_address = "127.0.0.1"
+    # Why the request and error counters are None, for a backend that cannot read them.
+    counters_unavailable = None
 
     def running(self):
         """True when the router serves (its process or service is up)."""

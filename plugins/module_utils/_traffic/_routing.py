@@ -22,7 +22,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._names import inst
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._backend import COUNTERS, ERROR_FIELDS, empty_counters
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._verify import (
-    describe, group_counters, rollback_target, verify)
+    add, describe, group_counters, rollback_target, verify)
 
 
 def _empty_group(weight):
@@ -47,12 +47,16 @@ def endpoint_report(router, app, stack):
         g["servers"].append({k: srv.get(k) for k in ("name", "status", "weight", "check", "up")})
         g["healthy"] += 1 if srv["up"] else 0
         for f in COUNTERS:
-            g[f] += srv[f]
-        g["errors"] += sum(srv[f] for f in ERROR_FIELDS)
+            g[f] = add(g[f], srv[f])
+        g["errors"] = add(g["errors"], None if any(srv[f] is None for f in ERROR_FIELDS)
+                          else sum(srv[f] for f in ERROR_FIELDS))
     backend = live["total"]
     enabled = sorted(n for n, g in groups.items() if g["weight"] > 0)
+    reason = router.counters_unavailable
+    counters = {"available": False, "source": None, "reason": reason} if reason else {"available": True,
+                                                                                         "source": router.name}
     return {"app": app, "stack": stack, "endpoint": _url(ep), "platform": endpoint_platform(ep),
-            "port": ep["port"], "groups": groups, "enabled": enabled, "backend": backend,
+            "port": ep["port"], "groups": groups, "enabled": enabled, "backend": backend, "counters": counters,
             "history": ep.get("history", [])}
 
 
@@ -174,7 +178,7 @@ def apply(router, platform, params, check_mode=False, check_target=None):
     gained = sorted(g for g, w in weights.items() if w > before_groups.get(g, 0))
     if float(params.get("verify_seconds") or 0) > 0 and gained:
         v = verify(lambda: router.stats(key)["servers"], gained, baseline, float(params["verify_seconds"]),
-                   int(params.get("max_errors") or 0))
+                   int(params.get("max_errors") or 0), counters_unavailable=router.counters_unavailable)
         result["verification"] = v
         if not v["passed"]:
             _revert(router, routes, key, ep_before, switched, gained, v, params.get("keep_failed"))
