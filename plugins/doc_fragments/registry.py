@@ -22,4 +22,44 @@ options:
         and TLS with verification everywhere else, as Docker does.
     type: bool
     aliases: [tls_verify]
+  registry_auth_file:
+    description:
+      - An auth file in the form podman and skopeo use (C(containers-auth.json), as written by
+        C(podman login --authfile)) holding the credentials of O(registry) (C(auths.<registry>.auth), base64 of
+        C(user:password), or C(identitytoken)). It is passed to C(podman)/C(skopeo) as C(--authfile).
+      - When not set, C(REGISTRY_AUTH_FILE) if set, else the auth files podman reads by default.
+      - See the "Shared registry" section of C(docs/registry.md).
+    type: path
+  registry_username:
+    description:
+      - User name for O(registry); requires O(registry_password). Takes precedence over O(registry_auth_file).
+      - Falls back to C(IMMUTABLE_INFRA_REGISTRY_USERNAME).
+      - The credentials are written to a temporary auth file (mode C(0600), in a private temporary directory
+        removed when the task ends); they never appear in process arguments, results or logs.
+    type: str
+  registry_password:
+    description:
+      - Password or token for O(registry_username) (a Harbor robot account's secret, a GitLab deploy token, ...).
+      - Falls back to C(IMMUTABLE_INFRA_REGISTRY_PASSWORD). Never logged.
+    type: str
+    aliases: [registry_token]
+  registry_ca_file:
+    description:
+      - A PEM CA bundle to trust for the TLS certificate of O(registry) (a private CA); podman and skopeo get it
+        through C(--cert-dir). Given, the registry is spoken to over TLS with verification, even on loopback.
+      - Falls back to C(IMMUTABLE_INFRA_REGISTRY_CA_FILE).
+    type: path
+  registry_ecr:
+    description:
+      - Log in to an Amazon ECR registry (C(<account>.dkr.ecr.<region>.amazonaws.com)) with a token from
+        C(ecr get_authorization_token), obtained with the AWS credentials (O(registry_aws_options), else the
+        usual AWS environment variables, profile or instance role).
+      - When not set, true exactly when O(registry) is an ECR host name.
+    type: bool
+  registry_aws_options:
+    description:
+      - AWS connection options for the ECR login (C(region), C(endpoint_url), C(access_key), C(secret_key),
+        C(session_token), C(profile), C(validate_certs)). The region defaults to the one in the ECR host name.
+    type: dict
+    default: {}
 """

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._names import label
 from ansible_collections.immutable.infra.plugins.module_utils._oci import RegistryClient, is_loopback
+from ansible_collections.immutable.infra.plugins.module_utils._registry_auth import access_for
 from ansible_collections.immutable.infra.plugins.module_utils._records import is_record_tag
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
 
@@ -171,7 +172,9 @@ class Catalog:
 
     def __init__(self, registry, validate_certs=None, skopeo="skopeo", podman="podman"):
         self.registry = registry
-        self.validate_certs = (not is_loopback(registry)) if validate_certs is None else bool(validate_certs)
+        self.access = access_for(registry)      # credentials / CA given to this run (_registry_auth)
+        default = not is_loopback(registry) or bool(self.access.ca_file)
+        self.validate_certs = default if validate_certs is None else bool(validate_certs)
         self.skopeo = skopeo
         self.podman = podman
         self._client = None
@@ -195,6 +198,11 @@ class Catalog:
     @property
     def _tls(self):
         return "--tls-verify=%s" % ("true" if self.validate_certs else "false")
+
+    @property
+    def _access_args(self):
+        """TLS, auth file and CA flags for skopeo/podman (no secret in argv: an auth file path)."""
+        return [self._tls] + self.access.tool_args()
 
     def repository(self, name):
         return "%s/%s" % (self.registry, name)
@@ -233,7 +241,8 @@ class Catalog:
 
     def config(self, reference):
         """The OCI image config (ExposedPorts, Cmd, Entrypoint...) of a reference, read without pulling."""
-        out = self._skopeo(["inspect", "--config", self._tls, "docker://" + reference], "reading the config of %s" % reference)
+        out = self._skopeo(["inspect", "--config"] + self._access_args + ["docker://" + reference],
+                           "reading the config of %s" % reference)
         if out is None:
             raise ImmutableInfraError("unknown image %r: no such image in registry %s" % (reference, self.registry))
         return json.loads(out)
@@ -294,7 +303,8 @@ class Catalog:
         return found
 
     def pull(self, reference):
-        run([self.podman, "pull", "-q", self._tls, reference], timeout=1800, what="podman pull %s" % reference)
+        registry = parse_reference(reference, self.registry)["registry"]
+        run([self.podman, "pull", "-q", self._tls] + access_for(registry).tool_args() + [reference], timeout=1800, what="podman pull %s" % reference)
 
     def publish(self, local_image, name, version, bake_id=None):
         """Tag a local image as name:version and push it; return its facts.
@@ -311,7 +321,7 @@ class Catalog:
         target = "%s:%s" % (self.repository(name), version)
         run([self.podman, "tag", local_image, target], what="podman tag")
         try:
-            run([self.podman, "push", "-q", self._tls, target], timeout=1800, what="podman push %s" % target)
+            run([self.podman, "push", "-q"] + self._access_args + [target], timeout=1800, what="podman push %s" % target)
         except ImmutableInfraError:
             run([self.podman, "untag", local_image, target], check=False)
             raise

@@ -23,6 +23,7 @@ import ssl
 import threading
 import urllib.parse
 
+from ansible_collections.immutable.infra.plugins.module_utils._registry_auth import access_for, auth_entry, decode_entry
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -74,15 +75,12 @@ def credentials(registry, files=None):
     """(user, password) for the registry from the first auth file naming it, or None."""
     for path in auth_files() if files is None else files:
         try:
-            with open(path) as f:
-                auths = (json.load(f) or {}).get("auths") or {}
-        except (OSError, ValueError):
+            entry = auth_entry(path, registry) if os.path.isfile(path) else None
+            found = entry and decode_entry(entry, path, registry)
+        except ImmutableInfraError:
             continue
-        for key in (registry, "https://" + registry, "http://" + registry):
-            entry = auths.get(key)
-            if entry and entry.get("auth"):
-                user, _sep, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
-                return user, password
+        if found:
+            return found
     return None
 
 
@@ -96,8 +94,10 @@ class RegistryClient:
 
     def __init__(self, registry, validate_certs=None, timeout=30):
         self.registry = registry
-        self.validate_certs = (not is_loopback(registry)) if validate_certs is None else bool(validate_certs)
-        self.base = "%s://%s" % ("http" if is_loopback(registry) else "https", registry)
+        self.access = access_for(registry)
+        tls = not is_loopback(registry) or bool(self.access.ca_file) or validate_certs is True
+        self.validate_certs = tls if validate_certs is None else bool(validate_certs)
+        self.base = "%s://%s" % ("https" if tls else "http", registry)
         self.timeout = timeout
         self._auth = {}
         self._local = threading.local()
@@ -113,7 +113,8 @@ class RegistryClient:
             conn.close()
         if scheme == "https":
             if self._tls is None:
-                self._tls = ssl.create_default_context() if self.validate_certs else ssl._create_unverified_context()  # pylint: disable=protected-access
+                self._tls = ssl.create_default_context(cafile=self.access.ca_file or None) if self.validate_certs \
+                    else ssl._create_unverified_context()  # pylint: disable=protected-access
             conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self._tls)
         else:
             conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
@@ -139,6 +140,11 @@ class RegistryClient:
                 self._connection(parts.scheme, parts.netloc, fresh=True)
                 if isinstance(exc, ssl.SSLError) and self._plain_http_fallback(url):
                     return self._open(method, "http" + url[len("https"):], data, headers, redirects)
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise ImmutableInfraError(
+                        "image registry %s: its TLS certificate is not trusted (%s); give registry_ca_file, the CA "
+                        "bundle that signed it%s" % (self.registry, exc.verify_message or exc,
+                                                      " (given: %s)" % self.access.ca_file if self.access.ca_file else ""))
                 raise ImmutableInfraError("image registry %s is not reachable (is it running?): %s" % (self.registry, exc))
         if resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and redirects and resp.headers.get("Location"):
             location = urllib.parse.urljoin(url, resp.headers["Location"])
@@ -157,7 +163,7 @@ class RegistryClient:
 
     def _authorize(self, challenge, key):
         scheme, params = parse_www_authenticate(challenge)
-        creds = credentials(self.registry)
+        creds = self.access.credentials() or credentials(self.registry)
         if scheme == "basic":
             if not creds:
                 return None
@@ -172,8 +178,9 @@ class RegistryClient:
             headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % creds).encode("utf-8")).decode("ascii")
         resp = self._open("GET", url, headers=headers)
         if resp.status != 200:
-            raise ImmutableInfraError("image registry %s refused the credentials for %s (HTTP %d from %s); "
-                                      "log in with `podman login %s`" % (self.registry, key, resp.status, params["realm"], self.registry))
+            raise ImmutableInfraError("image registry %s refused the credentials for %s (HTTP %d from %s: %s); %s"
+                                      % (self.registry, key, resp.status, params["realm"], _errors(resp.body),
+                                         _login_hint(self.registry)))
         doc = json.loads(resp.body or b"{}")
         token = doc.get("token") or doc.get("access_token")
         self._auth[key] = "Bearer " + token if token else None
@@ -194,10 +201,13 @@ class RegistryClient:
             return resp
         if resp.status == 404:
             return None
+        if resp.status == 400 and url.startswith("http:") and b"HTTP request to an HTTPS server" in (resp.body or b""):
+            raise ImmutableInfraError("image registry %s speaks TLS, not plain HTTP: give registry_ca_file (the CA "
+                                      "that signed its certificate) or validate_certs" % self.registry, status=400)
         raise ImmutableInfraError(
             "image registry %s answered HTTP %d to %s %s: %s%s" % (
                 self.registry, resp.status, method, urllib.parse.urlsplit(url).path, _errors(resp.body),
-                "; log in with `podman login %s`" % self.registry if resp.status in (401, 403) else ""),
+                "; " + _login_hint(self.registry) if resp.status in (401, 403) else ""),
             status=resp.status)
 
     def _paged(self, path, field, key):
@@ -290,6 +300,11 @@ class RegistryClient:
             manifest = inner[1]
         config = (manifest.get("config") or {}).get("digest")
         return digest, manifest, (json.loads(self.blob(name, config)) if config else {})
+
+
+def _login_hint(registry):
+    return ("give registry_username and registry_password (or a token), or registry_auth_file, or log in with "
+            "`podman login %s`; an expired token or password must be renewed" % registry)
 
 
 def canonical_json(doc):

@@ -10,6 +10,7 @@ stopped. A registry the project does not own is never stopped or collected."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
@@ -37,9 +38,11 @@ def gc_argv(state_dir, delete_untagged):
             + [paths(state_dir)["config"]])
 
 
-def health_url(registry):
-    """The role's health URL: http://<listen address>:<port>/v2/."""
-    return "http://%s/v2/" % registry
+def health_url(registry, config_text=None):
+    """The role's health URL: http://<listen address>:<port>/v2/, or with TLS or authentication on
+    (http.debug.addr in the configuration), the debug server's http://<debug addr>/debug/health."""
+    match = re.search(r"^  debug:\n    addr: *['\"]?([^'\"\s#]+)", config_text or "", re.M)
+    return "http://%s/debug/health" % match.group(1) if match else "http://%s/v2/" % registry
 
 
 def config_addr(text):
@@ -118,7 +121,9 @@ def collect(registry, state_dir, delete_untagged=True, health_timeout=15.0, chec
         return result
     result["changed"] = True
     argv = serve_argv(state_dir)
-    gc = _stop_collect_start(argv, p, result["cmd"], health_url(registry), health_timeout, pid)
+    with open(p["config"]) as f:
+        url = health_url(registry, f.read())
+    gc = _stop_collect_start(argv, p, result["cmd"], url, health_timeout, pid)
     blobs_after, size_after = count_blobs(p["blobs"])
     result.update(pid=svc.status(argv, p["pidfile"]), blobs_after=blobs_after, bytes_after=size_after,
                   freed_blobs=blobs - blobs_after, freed_bytes=size - size_after, rc=gc.returncode)

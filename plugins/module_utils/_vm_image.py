@@ -301,8 +301,9 @@ def fetch(reference, cache_dir=None, registry=None, validate_certs=None):
         tmp = tempfile.mkdtemp(prefix=".fetch-", dir=root)
         try:
             oci = os.path.join(tmp, "oci")
-            run(["skopeo", "copy", "-q", "--src-tls-verify=%s" % ("true" if catalog.validate_certs else "false"),
-                 "docker://" + facts["reference"], "dir:" + oci], timeout=1800, what="skopeo copy %s" % facts["reference"])
+            run(["skopeo", "copy", "-q", "--src-tls-verify=%s" % ("true" if catalog.validate_certs else "false")]
+                + catalog.access.tool_args("src-") + ["docker://" + facts["reference"], "dir:" + oci],
+                timeout=1800, what="skopeo copy %s" % facts["reference"])
             with open(os.path.join(oci, "manifest.json")) as f:
                 manifest = json.load(f)
             layers = [os.path.join(oci, layer["digest"].split(":", 1)[1]) for layer in manifest.get("layers") or []]

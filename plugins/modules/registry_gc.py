@@ -25,6 +25,7 @@ author:
   - immutable.infra maintainers (@immutable-infra)
 extends_documentation_fragment:
   - immutable.infra.attributes
+  - immutable.infra.registry
 attributes:
   check_mode:
     support: full
@@ -35,9 +36,11 @@ attributes:
     details: Every collection of an owned registry restarts it.
 options:
   registry:
-    description: C(host:port) the registry listens on (the role's C(registry_listen_address:registry_port)).
-    type: str
-    default: 127.0.0.1:5000
+    description:
+      - C(host:port) the registry listens on (the role's C(registry_listen_address:registry_port)).
+      - The collection works on the files; the credential and TLS options are accepted like every registry-facing
+        module's, and the health check after the restart uses the role's debug server when TLS or authentication
+        is on.
   state_dir:
     description:
       - The registry role's state directory (C(registry_state_dir)), holding C(config.yml), C(registry.pid),
@@ -136,14 +139,14 @@ rc:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._module import run_module
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._registry_gc import collect
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            registry=dict(type="str", default="127.0.0.1:5000"),
+            REGISTRY_ARGS,
             state_dir=dict(type="path", required=True),
             delete_untagged=dict(type="bool", default=True),
             health_timeout=dict(type="float", default=15),

@@ -11,6 +11,7 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.immutable.infra.plugins.module_utils import _registry_auth
 from ansible_collections.immutable.infra.plugins.module_utils._names import IDENTITY, LABEL_PREFIX
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._base import Platform
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
@@ -150,7 +151,8 @@ class PodmanPlatform(Platform):
     def pull(self, reference):
         _rc, out, _err = self._podman(["image", "exists", reference], "podman image exists", check=False)
         if _rc != 0:
-            self._podman(["pull", "-q", "--tls-verify=%s" % str(bool(self.validate_certs)).lower(), reference],
+            self._podman(["pull", "-q", "--tls-verify=%s" % str(bool(self.validate_certs)).lower()]
+                         + _registry_auth.tool_args(reference.split("/", 1)[0]) + [reference],
                          "podman pull %s" % reference, timeout=1800)
 
     def create_instance(self, spec):

@@ -56,10 +56,13 @@ def test_the_commands_are_the_role_s():
         assert "registry_binary: %s\n" % gc.REGISTRY_BINARY in f.read()
     with open(os.path.join(TOP, "roles", "registry", "tasks", "main.yml")) as f:
         tasks = f.read()
-    assert 'health_url: "http://{{ registry_listen_address }}:{{ registry_port }}/v2/"' in tasks
+    assert "('http://' ~ registry_listen_address ~ ':' ~ registry_port ~ '/v2/')" in tasks
+    assert "('http://127.0.0.1:' ~ registry_debug_port ~ '/debug/health')" in tasks
     assert 'pidfile: "{{ registry_state_dir }}/registry.pid"' in tasks
     assert gc.serve_argv(STATE) == ["docker-registry", "serve", STATE + "/config.yml"]
     assert gc.health_url("127.0.0.1:5000") == "http://127.0.0.1:5000/v2/"
+    tls = "http:\n  addr: 127.0.0.1:5000\n  tls:\n    key: k\n  debug:\n    addr: 127.0.0.1:5001\n"
+    assert gc.health_url("127.0.0.1:5000", tls) == "http://127.0.0.1:5001/debug/health"
     assert gc.gc_argv(STATE, True) == ["docker-registry", "garbage-collect", "--delete-untagged", STATE + "/config.yml"]
     assert gc.gc_argv(STATE, False) == ["docker-registry", "garbage-collect", STATE + "/config.yml"]
 

@@ -1,0 +1,190 @@
+"""A shared registry with TLS and credentials: the project's registry role started with htpasswd
+authentication (bcrypt) and TLS from a test CA on a free loopback port. The right credentials (as a
+username/password or as an auth file) read and write the catalog; a wrong password, a missing CA and an
+expired token each fail with an error naming the registry and what to do, and change nothing; the
+password never shows in ansible-playbook's output, even at -vvv."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import TOP, _collection_import_path, free_port, push_test_image
+
+USER, PASSWORD = "ci-robot", "S3cret-%s" % uuid.uuid4().hex[:12]
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca_and_server_cert(d):
+    """A test CA and a server certificate for 127.0.0.1 signed by it (PEM files in d)."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=immutable.infra test CA",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+             "-out", "server.csr", cwd=d)
+    with open(os.path.join(d, "san.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+             "-extfile", "san.cnf", "-out", "server.crt", cwd=d)
+    return {k: os.path.join(d, k + ".crt") for k in ("ca", "server")} | {"key": os.path.join(d, "server.key")}
+
+
+def bcrypt_htpasswd(path, users):
+    """An htpasswd file with bcrypt entries (docker-registry accepts no other), from libcrypt."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt    # Python 3.11's (libxcrypt has bcrypt); apache2-utils' `htpasswd -B` does the same
+    with open(path, "w") as f:
+        for user, password in users.items():
+            f.write("%s:%s\n" % (user, crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))))
+
+
+@pytest.fixture(scope="module")
+def secure_registry(ansible, workdir):
+    d = os.path.join(workdir, "secure-registry-%s" % uuid.uuid4().hex[:6])
+    os.makedirs(d)
+    pki = make_ca_and_server_cert(d)
+    htpasswd = os.path.join(d, "htpasswd")
+    bcrypt_htpasswd(htpasswd, {USER: PASSWORD})
+    port = free_port()
+    rvars = {"registry_port": port, "registry_debug_port": free_port(), "registry_state_dir": os.path.join(d, "state"),
+             "registry_tls_certificate": pki["server"], "registry_tls_key": pki["key"],
+             "registry_htpasswd_file": htpasswd}
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), rvars)
+    assert run.rc == 0, run.stderr
+    try:
+        yield {"address": "127.0.0.1:%d" % port, "ca": pki["ca"], "dir": d, "vars": rvars}
+    finally:
+        ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), dict(rvars, registry_state="stopped"))
+
+
+def access(reg, **kw):
+    """Register credentials for the registry in this (the test's) process, as run_module does in a module's."""
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _registry_auth
+    return _registry_auth.use(_registry_auth.RegistryAccess(reg["address"], **kw))
+
+
+def tags(reg, name):
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils._oci import RegistryClient
+    access(reg, username=USER, password=PASSWORD, ca_file=reg["ca"])
+    return sorted(RegistryClient(reg["address"]).tags(name))
+
+
+def auth_file(path, registry, user, password=None, identitytoken=None):
+    entry = {"identitytoken": identitytoken} if identitytoken else \
+        {"auth": base64.b64encode(("%s:%s" % (user, password)).encode()).decode()}
+    with open(path, "w") as f:
+        json.dump({"auths": {registry: entry}}, f)
+    os.chmod(path, 0o600)
+    return path
+
+
+def playbook(env, workdir, tasks, verbose=True):
+    """ansible-playbook (default callback, -vvv) on a play of tasks; returns (rc, everything it printed)."""
+    path = os.path.join(workdir, "play-%s.yml" % uuid.uuid4().hex[:8])
+    with open(path, "w") as f:
+        json.dump([{"name": "Registry auth", "hosts": "localhost", "gather_facts": False, "tasks": tasks}], f)
+    proc = subprocess.run(["ansible-playbook", path] + (["-vvv"] if verbose else []), env=env, cwd=TOP,
+                          capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def version(secure_registry):
+    """A test version pushed with credentials and the CA (push_test_image through the registered access)."""
+    name = "authapp%s" % uuid.uuid4().hex[:6]
+    access(secure_registry, username=USER, password=PASSWORD, ca_file=secure_registry["ca"])
+    push_test_image(secure_registry, name, "1")
+    return name
+
+
+def test_right_credentials_read_and_write(env, workdir, secure_registry, version):
+    reg = secure_registry
+    opts = {"registry": reg["address"], "registry_ca_file": reg["ca"], "registry_username": USER,
+            "registry_password": PASSWORD}
+    rc, out = playbook(env, workdir, [
+        {"name": "Read the version", "immutable.infra.image_info": dict(opts, name=version, version="1"),
+         "register": "info"},
+        {"name": "Show it", "ansible.builtin.debug": {"var": "info"}},
+        {"name": "Check it", "ansible.builtin.assert": {"that": ["info.versions | length == 1",
+                                                                 "info.versions[0].tag == '1'"]}},
+        {"name": "Move the dev channel", "immutable.infra.image_channel": dict(opts, name=version, channel="dev",
+                                                                              version="1")},
+    ])
+    assert rc == 0, out[-3000:]
+    assert PASSWORD not in out and base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode() not in out
+    assert "channel.dev" in tags(reg, version)
+
+
+def test_auth_file_form_and_env_password(env, workdir, secure_registry, version):
+    reg = secure_registry
+    path = auth_file(os.path.join(workdir, "auth-%s.json" % uuid.uuid4().hex[:6]), reg["address"], USER, PASSWORD)
+    rc, out = playbook(env, workdir, [{"name": "Read with an auth file", "immutable.infra.image_info": {
+        "registry": reg["address"], "registry_ca_file": reg["ca"], "registry_auth_file": path, "name": version,
+        "version": "1"}}])
+    assert rc == 0, out[-3000:]
+    assert PASSWORD not in out
+    # The password from the environment (no_log fallback), the auth file through REGISTRY_AUTH_FILE.
+    rc, out = playbook(dict(env, IMMUTABLE_INFRA_REGISTRY_USERNAME=USER, IMMUTABLE_INFRA_REGISTRY_PASSWORD=PASSWORD,
+                            IMMUTABLE_INFRA_REGISTRY_CA_FILE=reg["ca"]), workdir,
+                       [{"name": "Read with env credentials", "immutable.infra.image_info": {
+                           "registry": reg["address"], "name": version, "version": "1"}}])
+    assert rc == 0, out[-3000:]
+    assert PASSWORD not in out
+
+
+def test_skopeo_and_podman_get_the_credentials_by_file(secure_registry, version):
+    """The catalog's skopeo read and podman pull run for real with --authfile/--cert-dir (no secret in argv)."""
+    reg = secure_registry
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
+    acc = access(reg, username=USER, password=PASSWORD, ca_file=reg["ca"])
+    cat = Catalog(reg["address"])
+    assert cat.validate_certs is True
+    argv = cat._access_args
+    assert not [a for a in argv if PASSWORD in a]
+    assert argv[0] == "--tls-verify=true" and any(a.startswith("--authfile=") for a in argv)
+    authfile = acc.authfile()
+    assert oct(os.stat(authfile).st_mode & 0o777) == "0o600" and oct(os.stat(os.path.dirname(authfile)).st_mode & 0o777) == "0o700"
+    ref = "%s/%s:1" % (reg["address"], version)
+    assert cat.config(ref)["config"]["Labels"]["org.opencontainers.image.version"] == "1"
+    cat.pull(ref)
+    subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, check=False)
+    tmp = os.path.dirname(authfile)
+    acc.close()
+    assert not os.path.exists(tmp)
+
+
+@pytest.mark.parametrize("case", ["wrong password", "missing CA", "expired token"])
+def test_refusals_are_clear_and_change_nothing(env, workdir, secure_registry, version, case):
+    reg = secure_registry
+    before = tags(reg, version)
+    opts = {"registry": reg["address"], "name": version, "channel": "staging", "version": "1"}
+    if case == "wrong password":
+        opts.update(registry_ca_file=reg["ca"], registry_username=USER, registry_password="not-" + PASSWORD)
+        expected = ["image registry %s" % reg["address"], "HTTP 401", "registry_password"]
+    elif case == "missing CA":
+        opts.update(registry_username=USER, registry_password=PASSWORD, validate_certs=True)
+        expected = ["image registry %s: its TLS certificate is not trusted" % reg["address"], "registry_ca_file"]
+    else:
+        # A token the registry no longer accepts (an expired identity token in an auth file, as `podman login`
+        # writes for token logins). With htpasswd authentication the registry refuses it like a wrong password.
+        path = auth_file(os.path.join(workdir, "expired-%s.json" % uuid.uuid4().hex[:6]), reg["address"], None,
+                         identitytoken="expired-" + PASSWORD)
+        opts.update(registry_ca_file=reg["ca"], registry_auth_file=path)
+        expected = ["image registry %s" % reg["address"], "HTTP 401", "expired token"]
+    rc, out = playbook(env, workdir, [{"name": "Move the staging channel", "immutable.infra.image_channel": opts}])
+    assert rc != 0, out[-3000:]
+    for text in expected:
+        assert text in out, (text, out[-3000:])
+    assert PASSWORD not in out.replace("not-" + PASSWORD, "").replace("expired-" + PASSWORD, "")
+    assert tags(reg, version) == before
