@@ -12,6 +12,7 @@ class ModuleDocFragment(object):
     # options of an amazon-ebs bake), not options of their own: a plugin that talks to
     # AWS extends this fragment and points its dict option at these notes.
     DOCUMENTATION = r"""
+options: {}
 requirements:
   - boto3 and botocore, on the host that runs the module (the controller), only when AWS is used.
 notes:
