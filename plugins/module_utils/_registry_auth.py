@@ -218,6 +218,30 @@ def from_params(params):
                           aws_options=params.get("registry_aws_options"))
 
 
+class using:
+    """`with using(args):` the registry_* options of a task's args in effect for controller-side
+    reads (action plugins), removed afterwards. Options that fail to resolve are left to the module."""
+
+    def __init__(self, args):
+        self.access = None
+        try:
+            self.access = from_params(dict({"registry": "127.0.0.1:5000"}, **(args or {})))
+        except (ImmutableInfraError, TypeError, ValueError):
+            pass
+
+    def __enter__(self):
+        if self.access is not None:
+            use(self.access)
+        return self.access
+
+    def __exit__(self, *exc):
+        if self.access is not None:
+            self.access.close()
+            if _ACCESS.get(self.access.registry) is self.access:
+                del _ACCESS[self.access.registry]
+        return False
+
+
 def close_all():
     for access in list(_ACCESS.values()):
         access.close()

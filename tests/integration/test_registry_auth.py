@@ -188,3 +188,36 @@ def test_refusals_are_clear_and_change_nothing(env, workdir, secure_registry, ve
         assert text in out, (text, out[-3000:])
     assert PASSWORD not in out.replace("not-" + PASSWORD, "").replace("expired-" + PASSWORD, "")
     assert tags(reg, version) == before
+
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def test_ecr_token_from_the_aws_credentials(moto):
+    """ECR's login comes from ecr get_authorization_token (moto's token is base64 of AWS:<account>-auth-token),
+    and is written to the private auth file podman and skopeo read."""
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _registry_auth
+    acc = _registry_auth.RegistryAccess(ECR, aws_options=dict(moto["options"], region=None))
+    assert acc.ecr
+    assert acc.credentials() == ("AWS", "123456789012-auth-token")
+    with open(acc.authfile()) as f:
+        assert json.load(f) == {"auths": {ECR: {"auth": base64.b64encode(b"AWS:123456789012-auth-token").decode()}}}
+    assert "123456789012-auth-token" in acc.secrets()
+    acc.close()
+
+
+def test_ecr_without_aws_credentials_says_what_to_do(moto, monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    _collection_import_path()
+    from ansible_collections.immutable.infra.plugins.module_utils import _registry_auth
+    from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+    acc = _registry_auth.RegistryAccess(ECR, aws_options={"endpoint_url": moto["endpoint_url"]})
+    with pytest.raises(ImmutableInfraError, match="AWS credentials missing for region us-east-1") as err:
+        acc.credentials()
+    assert "access_key" in err.value.msg
