@@ -14,11 +14,12 @@ options:
   platforms:
     description:
       - The platforms whose server groups are read (every app and stack).
-      - Default C(podman), plus C(libvirt) when its state directory exists.
+      - Default C(podman), plus C(libvirt) when its state directory exists. C(aws) is read only when listed (with
+        its options in O(platform_options)).
       - A platform that cannot be read fails the task.
     type: list
     elements: str
-    choices: [podman, libvirt]
+    choices: [podman, libvirt, aws]
   platform_options:
     description:
       - "Options per platform, as C({platform name: options}) (see M(immutable.infra.server_group)'s

@@ -17,6 +17,13 @@ description:
     non-root user becomes C(ansible_user), because the connection can only run modules as a non-root user it knows
     of. C(ansible_remote_tmp) is C(/tmp), because a sealed image's service user may have no home directory, and the
     private temporary directory Ansible makes there is removed after each task, so a check leaves no file behind.
+  - On C(aws) (one C(describe_auto_scaling_groups) by the identity tags and one C(describe_instances) list the
+    fleet), a host is named C(<group>-<EC2 id without i->); it connects over SSH to its private IP
+    (C(ansible_host)), as C(ssh_user) of O(platform_options) (C(ansible_user)) when given. Run from inside the VPC
+    (AWX there) or add a bastion with C(ansible_ssh_common_args). C(immutable_state) is C(running) when the instance
+    is C(InService) and C(Healthy) in its Auto Scaling group, else its lifecycle state in lower case (C(pending),
+    C(terminating), ...). The C(amazon.aws.aws_ec2) configuration C(playbooks/inventory/aws_ec2.aws_ec2.yml) makes
+    the same groups without this collection's code (see C(docs/aws.md)).
   - "Host variables: C(immutable_app), C(immutable_stack), C(immutable_group), C(immutable_sequence) (int),
     C(immutable_image) (pinned by digest), C(immutable_image_digest), C(immutable_image_version), C(immutable_zone),
     C(immutable_instance_id), C(immutable_port) (the container port, int), C(immutable_endpoint)
@@ -31,10 +38,11 @@ description:
 author:
   - immutable.infra maintainers (@immutable-infra)
 requirements:
-  - the platform's tools on the controller (podman, or libvirt)
+  - the platform's tools on the controller (podman, or libvirt; boto3 for aws)
   - on C(podman), the containers.podman collection, for the connection the hosts use
 extends_documentation_fragment:
   - immutable.infra.platform
+  - immutable.infra.aws
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache
 options:
@@ -86,6 +94,16 @@ filters:
 # vm-fleet.yml: the VMs of the web app
 plugin: immutable.infra.fleet
 platform: libvirt
+filters:
+  app: web
+
+# aws-fleet.yml: the web app's instances in the Auto Scaling groups of one region (credentials from the
+# environment, a profile or an instance role), reached by SSH to their private addresses as admin
+plugin: immutable.infra.fleet
+platform: aws
+platform_options:
+  region: eu-west-1
+  ssh_user: admin
 filters:
   app: web
 

@@ -257,8 +257,10 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
     result.update(port=port, port_source=port_source)
     if warnings:
         result["warnings"] = warnings
-    dead = [i for i in members if i["state"] != "running"]
-    alive = [i for i in members if i["state"] == "running"]
+    # A platform that replaces dead instances itself (an Auto Scaling group) counts every member.
+    self_healing = getattr(platform, "replaces_dead", False)
+    dead = [i for i in members if i["state"] != "running" and not self_healing]
+    alive = [i for i in members if i["state"] == "running" or self_healing]
     surplus = alive[count:] if len(alive) > count else []
     keep = alive[:count]
     zones_new = spread(zones, count - len(keep), [i["zone"] for i in keep])
@@ -268,6 +270,7 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
     result["changed"] = bool(dead or surplus or zones_new)
     specs = [{"app": app, "stack": stack, "group": target, "sequence": seq, "image": image["reference"],
               "image_digest": image["digest"], "image_version": image.get("version") or "", "zone": z,
+              "zones": list(zones), "amis": dict(image.get("amis") or {}),
               "port": port, "extra_ports": [hc["port"]] if hc["port"] != port else [],
               "labels": {LABEL_CHANNEL: image["channel"]} if image.get("channel") else {},
               "env": params.get("env") or {}} for z in zones_new]
@@ -288,7 +291,9 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
             platform.destroy_instances([i["name"] for i in dead + surplus], params.get("stop_timeout", 5))
         now = keep + created
         if params.get("wait", True) and now:
-            result["health"] = wait_healthy(platform, now, hc, params.get("wait_timeout") or platform.boot_seconds)
+            timeout = params.get("wait_timeout") or platform.boot_seconds
+            ready = platform.wait_ready(now, hc, timeout)       # None: probe HTTP from here
+            result["health"] = ready if ready is not None else wait_healthy(platform, now, hc, timeout)
     except ImmutableInfraError as exc:
         # Say which group failed, so that the caller can remove it.
         exc.details.setdefault("group", {"name": target, "sequence": seq, "image": image["reference"]})

@@ -13,12 +13,18 @@ description:
   - A server group is O(count) identical instances of one image version, named C(<app>-<stack>-vNNN), on the
     O(platform). On C(podman) an instance is a container started from the image pinned by digest, labelled
     with its identity, its service port published on C(127.0.0.1) only; on C(libvirt) it is a VM booted from an
-    overlay of the VM image, its identity in the domain's metadata, its service port forwarded to C(127.0.0.1).
+    overlay of the VM image, its identity in the domain's metadata, its service port forwarded to C(127.0.0.1); on
+    C(aws) the group is an EC2 Auto Scaling group of the same name, from a launch template pinned to the version's
+    AMI, tagged with the identity.
   - A new image makes the next group. The same image again returns the group that already runs it,
     unchanged when all its instances are running.
-  - Instances are never changed in place. Dead instances are replaced, surplus ones removed.
+  - Instances are never changed in place. Dead instances are replaced, surplus ones removed. On C(aws) the Auto
+    Scaling group replaces dead instances itself; the task sets its desired capacity and terminates surplus
+    instances, lowering it.
   - The task waits until every instance answered its health check O(health_check.healthy_threshold)
-    times in a row.
+    times in a row. On C(aws) it waits until the Auto Scaling group has O(count) instances C(InService) and
+    C(Healthy) instead (the controller does not reach private addresses); O(health_check) is then the target
+    group's business (see M(immutable.infra.traffic)).
   - A revoked image version (see M(immutable.infra.image_revoke)) is refused before anything starts, naming the
     version, the reason, who revoked it and when - also when a group already runs it. Removing a group never is.
   - With O(channel), O(image) names the repository and the channel chooses the version (resolved by digest in the
@@ -34,6 +40,7 @@ extends_documentation_fragment:
   - immutable.infra.server_group
   - immutable.infra.health_check
   - immutable.infra.platform
+  - immutable.infra.aws
   - immutable.infra.registry
   - immutable.infra.attributes
 attributes:
@@ -240,6 +247,7 @@ health:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils._aws import secrets_of
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, run_module
@@ -274,6 +282,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(secrets_of(p["platform_options"]))
     catalog = Catalog(p["registry"], p["validate_certs"])
 
     def lifecycle_for(registry):

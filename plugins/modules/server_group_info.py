@@ -16,6 +16,7 @@ author:
 extends_documentation_fragment:
   - immutable.infra.server_group
   - immutable.infra.platform
+  - immutable.infra.aws
   - immutable.infra.attributes
   - immutable.infra.attributes.INFO_MODULE
 options:
@@ -53,6 +54,7 @@ groups:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils._aws import secrets_of
 from ansible_collections.immutable.infra.plugins.module_utils._module import run_module
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
 from ansible_collections.immutable.infra.plugins.module_utils._platforms._options import PLATFORM_ARGS, platform_from
@@ -66,6 +68,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(secrets_of(p["platform_options"]))
 
     def info():
         check_name("app", p["app"])

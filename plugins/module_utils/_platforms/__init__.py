@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 
-AVAILABLE = ("libvirt", "podman")
+AVAILABLE = ("aws", "libvirt", "podman")
 # Named in errors, not available yet.
-PLANNED = ("aws",)
+PLANNED = ()
 
 
 def _implementation(name):
@@ -21,6 +21,9 @@ def _implementation(name):
     if name == "libvirt":
         from ansible_collections.immutable.infra.plugins.module_utils._platforms._libvirt import LibvirtPlatform
         return LibvirtPlatform
+    if name == "aws":
+        from ansible_collections.immutable.infra.plugins.module_utils._platforms._aws import AwsPlatform
+        return AwsPlatform
     hint = " (%s is planned, not available yet)" % name if name in PLANNED else ""
     raise ImmutableInfraError("unknown platform %r%s: use one of %s" % (name, hint, ", ".join(AVAILABLE)))
 

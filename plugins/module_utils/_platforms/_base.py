@@ -12,7 +12,8 @@ of the new platform); never an `if` in the policy.
 
 The instance record, returned by list_instances / instance / create_instances:
 
-  name           unique instance name (podman container, libvirt domain, EC2 id)
+  name           unique instance name (podman container, libvirt domain,
+                 "<group>-<EC2 id without i->" on aws)
   id             the platform's own id of it
   app, stack, group, sequence, zone, instance_id
                  identity, read back from where the platform keeps it (podman
@@ -37,7 +38,9 @@ A create spec (one per new instance) has app, stack, group, sequence, image
 (reference pinned by digest), image_digest, image_version, zone, port,
 extra_ports (more ports to forward, e.g. a separate health port; image_test
 adds 22 for SSH into a VM), env ({NAME: value} for the service) and
-stop_timeout. Optional: labels ({full label name: value}, more facts the
+stop_timeout; zones (every zone of the group, so a platform that places instances
+itself, an Auto Scaling group, spans them all) and amis ({region: AMI id} of an ami
+image version). Optional: labels ({full label name: value}, more facts the
 instance carries beside its identity, read back in the record's labels, e.g.
 the channel it was released from or the owner of image_test's throwaway
 instance), authorized_keys (OpenSSH public keys, a list or one
@@ -54,6 +57,7 @@ from __future__ import annotations
 IMAGE_FORMATS = {
     "container": {"source": "docker", "platforms": ("podman",)},
     "vm": {"source": "qemu", "platforms": ("libvirt",)},
+    "ami": {"source": "amazon-ebs", "platforms": ("aws",)},
 }
 
 
@@ -69,6 +73,12 @@ class Platform:
     image_format = "container"
     # The get_platform options (platform_options) it accepts.
     OPTIONS = ()
+    # The options a caller may fill in when the user did not give them (platform_from's
+    # defaults, e.g. the registry's TLS setting as validate_certs); None: any of OPTIONS.
+    CALLER_DEFAULTS = None
+    # True when the platform replaces dead instances itself (an Auto Scaling group): the
+    # policy then counts every member toward the instances wanted and never replaces one.
+    replaces_dead = False
 
     def list_instances(self, app=None, stack=None, group=None):
         """Every instance (any state) matching the filters, in (app, stack, sequence, name) order."""
@@ -103,6 +113,14 @@ class Platform:
     def users(self, names):
         """{instance name: the user its service runs as} when the platform can tell, else {}."""
         return {}
+
+    def wait_ready(self, instances, health_check, timeout):
+        """Wait until the instances are ready by the platform's own measure and return
+        {name: status}; None (the default) leaves it to the policy, which probes each
+        instance's health check over HTTP from the controller (server_group.wait_healthy).
+        A platform whose instances the controller cannot reach (aws: private addresses)
+        waits on its own health signal instead, and raises naming the instances not ready."""
+        return None
 
     def connection(self, instance):
         """Inventory host variables to reach the instance with Ansible (read-only checks), or {}.

@@ -21,12 +21,15 @@ def platform_from(params, **defaults):
 
     defaults are options the caller can fill in when the user did not give them
     (server_group: the registry's TLS setting as validate_certs); each is used only
-    by a platform that has that option. An unknown platform or option is an error
+    by a platform that has that option and lets callers fill it (CALLER_DEFAULTS: the aws
+    platform's validate_certs is AWS's, not the registry's). An unknown platform or option is an error
     naming it."""
     name = params.get("platform") or "podman"
     given = params.get("platform_options") or {}
     if not isinstance(given, dict):
         raise ImmutableInfraError("platform_options must be a mapping of option: value (got %r)" % (given,))
-    known = getattr(_implementation(name), "OPTIONS", ())     # an unknown name fails here
-    extra = {k: v for k, v in defaults.items() if k in known and given.get(k) is None and v is not None}
+    impl = _implementation(name)                              # an unknown name fails here
+    known = getattr(impl, "OPTIONS", ())
+    fillable = known if getattr(impl, "CALLER_DEFAULTS", None) is None else impl.CALLER_DEFAULTS
+    extra = {k: v for k, v in defaults.items() if k in fillable and given.get(k) is None and v is not None}
     return get_platform(name, **dict(given, **extra))         # an unknown option fails here
