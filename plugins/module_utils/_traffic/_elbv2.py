@@ -60,6 +60,7 @@ class Elbv2Router(RouterBackend):
         self._lb = None
         self._state = {}            # key -> {"listener": {...}, "tags": {...}, "weights": {arn: w}, "tgs": {group: tg}}
         self._given = None          # the listener_arn's listener, while it serves no endpoint yet
+        self._removed = {}          # group -> targets remove_server took out (the last one takes the group out)
         self._last_read = 0.0
 
     # The load balancer and its listeners
@@ -240,12 +241,18 @@ class Elbv2Router(RouterBackend):
         if tg is None:
             return False
         target = n.target_id(name, group)
-        self.aws.call("elbv2", "deregister_targets", what="deregister %s from %s" % (target, tg["TargetGroupName"]),
-                      TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": target}])
-        left = [d for d in self._health(tg) if d["Target"]["Id"] != target
+        removed = self._removed.setdefault(group, set())
+        removed.add(target)
+        left = [d for d in self._health(tg) if d["Target"]["Id"] not in removed
                 and (d.get("TargetHealth") or {}).get("State") != "draining"]
-        if not left:
+        if not left:                # the group's last server: the group leaves (its ASG deregisters it on detach)
             self._drop_tg(key, group)
+            return True
+        asg = self._asg(group)
+        members = {i["InstanceId"] for i in (asg or {}).get("Instances") or [] if i.get("LifecycleState") == "InService"}
+        if target not in members:   # the ASG deregisters its own members when it terminates them
+            self.aws.call("elbv2", "deregister_targets", what="deregister %s from %s" % (target, tg["TargetGroupName"]),
+                          TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": target}])
         return True
 
     def write(self, routes, validate=True):
