@@ -31,8 +31,8 @@ options:
   router_options:
     description:
       - Settings of the C(elbv2) router (none for haproxy) - the AWS connection keys C(region), C(endpoint_url),
-        C(access_key), C(secret_key), C(session_token), C(profile), C(validate_certs) (as for the C(aws) platform's
-        O(platform_options); secrets are masked; missing credentials fail before anything changes), and
+        C(access_key), C(secret_key), C(session_token), C(profile), C(validate_certs) (as in the C(platform_options) of the
+        C(aws) platform; secrets are masked; missing credentials fail before anything changes), and
         C(load_balancer) (required - the ALB's name or ARN; it must exist, see C(playbooks/aws_network.yml)),
         C(listener_arn) (an existing listener of that ALB to use for this app/stack; one that does not exist is an
         error; default - the listener this collection created and tagged for the app/stack, else a new one on the

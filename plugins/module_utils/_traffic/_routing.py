@@ -53,8 +53,8 @@ def endpoint_report(router, app, stack):
     backend = live["total"]
     enabled = sorted(n for n, g in groups.items() if g["weight"] > 0)
     reason = router.counters_unavailable
-    counters = {"available": False, "source": None, "reason": reason} if reason else {"available": True,
-                                                                                         "source": router.name}
+    counters = ({"available": False, "source": None, "reason": reason} if reason
+                else {"available": True, "source": router.name})
     return {"app": app, "stack": stack, "endpoint": _url(ep), "platform": endpoint_platform(ep),
             "port": ep["port"], "groups": groups, "enabled": enabled, "backend": backend, "counters": counters,
             "history": ep.get("history", [])}
