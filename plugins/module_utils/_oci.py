@@ -141,10 +141,10 @@ class RegistryClient:
                 if isinstance(exc, ssl.SSLError) and self._plain_http_fallback(url):
                     return self._open(method, "http" + url[len("https"):], data, headers, redirects)
                 if isinstance(exc, ssl.SSLCertVerificationError):
+                    given = " (given: %s)" % self.access.ca_file if self.access.ca_file else ""
                     raise ImmutableInfraError(
                         "image registry %s: its TLS certificate is not trusted (%s); give registry_ca_file, the CA "
-                        "bundle that signed it%s" % (self.registry, exc.verify_message or exc,
-                                                      " (given: %s)" % self.access.ca_file if self.access.ca_file else ""))
+                        "bundle that signed it%s" % (self.registry, exc.verify_message or exc, given))
                 raise ImmutableInfraError("image registry %s is not reachable (is it running?): %s" % (self.registry, exc))
         if resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and redirects and resp.headers.get("Location"):
             location = urllib.parse.urljoin(url, resp.headers["Location"])

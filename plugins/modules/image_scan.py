@@ -111,7 +111,7 @@ options:
         state directory exists.
     type: list
     elements: str
-    choices: [podman, libvirt]
+    choices: [podman, libvirt, aws]
   platform_options:
     description: "Options per platform, as C({platform name: options})."
     type: dict

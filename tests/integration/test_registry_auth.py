@@ -117,8 +117,8 @@ def test_right_credentials_read_and_write(env, workdir, secure_registry, version
         {"name": "Show it", "ansible.builtin.debug": {"var": "info"}},
         {"name": "Check it", "ansible.builtin.assert": {"that": ["info.versions | length == 1",
                                                                  "info.versions[0].tag == '1'"]}},
-        {"name": "Move the dev channel", "immutable.infra.image_channel": dict(opts, name=version, channel="dev",
-                                                                              version="1")},
+        {"name": "Move the dev channel",
+         "immutable.infra.image_channel": dict(opts, name=version, channel="dev", version="1")},
     ])
     assert rc == 0, out[-3000:]
     assert PASSWORD not in out and base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode() not in out
