@@ -16,8 +16,8 @@ options: {}
 requirements:
   - boto3 and botocore, on the host that runs the module (the controller), only when AWS is used.
 notes:
-  - "AWS connection keys (the same in every AWS-facing dict option: O(platform_options) of the C(aws) platform,
-    O(router_options) of the C(elbv2) router backend, the AWS options of an C(amazon-ebs) bake):
+  - "AWS connection keys (the same in every AWS-facing dict option: C(platform_options) of the C(aws) platform,
+    C(router_options) of the C(elbv2) router backend, the AWS options of an C(amazon-ebs) bake):
     C(region) (default C($AWS_REGION), else C($AWS_DEFAULT_REGION); required one way or the other),
     C(endpoint_url) (another endpoint than AWS's, e.g. a moto server or a VPC endpoint),
     C(access_key) and C(secret_key) (default C($AWS_ACCESS_KEY_ID)/C($AWS_SECRET_ACCESS_KEY), a C(profile),

@@ -140,8 +140,7 @@ def test_a_server_group_is_an_asg_from_a_pinned_launch_template(ansible, registr
     elb.delete_target_group(TargetGroupArn=tg)
 
 
-def test_the_fleet_inventory_lists_aws_instances_in_the_same_groups(ansible, registry, moto, network, ami, apps,
-                                                                      workdir):
+def test_inventories_list_aws_instances_in_the_same_groups(ansible, registry, moto, network, ami, apps, workdir):
     app = apps("awsinv")
     opts = options(moto, network, ssh_user="admin")
     rc, res = server_group(ansible, registry, app, opts, image=ami_image(registry, app, "1", {moto["region"]: ami}))
@@ -154,8 +153,8 @@ def test_the_fleet_inventory_lists_aws_instances_in_the_same_groups(ansible, reg
                      "version_%s_1" % app, "state_running"):
             assert groups.get(name) == hosts, (name, groups)
         zones = {g: h for g, h in groups.items() if g.startswith("zone_")}
-        assert sorted(h for hs in zones.values() for h in hs) == hosts and set(zones) <= {"zone_us_east_1a",
-                                                                                         "zone_us_east_1b"}
+        assert sorted(h for hs in zones.values() for h in hs) == hosts
+        assert set(zones) <= {"zone_us_east_1a", "zone_us_east_1b"}
         hostvars = inventory(ansible, workdir, {"plugin": "immutable.infra.fleet", "platform": "aws",
                                                 "platform_options": opts, "filters": {"app": app}},
                              "fleet.yml")["_meta"]["hostvars"]
@@ -209,16 +208,16 @@ def inventory(ansible, workdir, config, suffix, extra_env=None):
 def test_bad_inputs_fail_before_anything_is_made(ansible, registry, moto, network, ami, apps):
     app = apps("awsbad")
     good = options(moto, network)
+    b_subnet = network["subnets"]["us-east-1b"]
     cases = [       # (the version's AMIs, platform_options, zones, the error)
         ({"eu-west-1": ami}, good, None, "has no AMI in region us-east-1 (it has: eu-west-1=%s)" % ami),
         ({moto["region"]: "ami-0123456789abcdef0"}, good, None, "AMI ami-0123456789abcdef0 of image"),
         ({moto["region"]: ami}, good, ["us-east-1a", "us-east-1c"],
          "zone(s) us-east-1c have no subnet in platform_options.subnets (known zones: us-east-1a, us-east-1b)"),
-        ({moto["region"]: ami}, options(moto, network, subnets={"us-east-1a": network["subnets"]["us-east-1b"],
-                                                                  "us-east-1b": network["subnets"]["us-east-1b"]}),
-         None, "subnet %s is in zone us-east-1b, not us-east-1a" % network["subnets"]["us-east-1b"]),
+        ({moto["region"]: ami}, options(moto, network, subnets={"us-east-1a": b_subnet, "us-east-1b": b_subnet}),
+         None, "subnet %s is in zone us-east-1b, not us-east-1a" % b_subnet),
         ({moto["region"]: ami}, options(moto, network, subnets={"us-east-1a": "subnet-0000000000000000a",
-                                                                  "us-east-1b": network["subnets"]["us-east-1b"]}),
+                                                                "us-east-1b": b_subnet}),
          None, "subnet subnet-0000000000000000a (zone us-east-1a) does not exist in region us-east-1"),
         ({moto["region"]: ami}, dict(good, flavour="large"), None, "platform aws has no option(s) flavour"),
     ]

@@ -267,7 +267,7 @@ class AwsPlatform(Platform):
         """The ASG's new instances once it lists `desired` of them (they appear as they launch)."""
         deadline = time.monotonic() + timeout
         while True:
-            members = [i for i in self.list_instances(group=group)]
+            members = self.list_instances(group=group)
             new = [i for i in members if i["id"] not in before]
             if len(members) >= desired or time.monotonic() > deadline:
                 return new
