@@ -1,6 +1,14 @@
 build {
   name    = "web"
-  sources = ["source.docker.container", "source.qemu.vm"]
+  sources = ["source.docker.container", "source.qemu.vm", "source.amazon-ebs.ami"]
+
+  # The AMI without provisioning (communicator "none"): image_bake's
+  # ami_communicator=none, for endpoints whose instances cannot be reached
+  # (a moto server). On AWS the "ami" source runs the roles over SSH.
+  source "source.amazon-ebs.ami" {
+    name         = "ami-offline"
+    communicator = "none"
+  }
 
   provisioner "ansible" {
     only          = ["docker.container"]
@@ -24,6 +32,21 @@ build {
     extra_arguments = [
       "-e", "ansible_python_interpreter=/usr/bin/python3",
       "-e", "ansible_ssh_private_key_file=${var.ssh_private_key_file}",
+      "-e", jsonencode({ image_version = var.image_version, web_message = var.web_message, web_port = var.web_port, web_healthy = var.web_healthy, web_fail_requests = var.web_fail_requests }),
+    ]
+  }
+
+  # The AMI: Packer's SSH to the build instance (its temporary key pair), as
+  # Debian's AMI user, with sudo.
+  provisioner "ansible" {
+    only             = ["amazon-ebs.ami"]
+    playbook_file    = "${path.root}/playbook.yml"
+    use_proxy        = false
+    user             = var.aws_ssh_username
+    ansible_env_vars = ["ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_PIPELINING=True"]
+    extra_arguments = [
+      "--become",
+      "-e", "ansible_python_interpreter=/usr/bin/python3",
       "-e", jsonencode({ image_version = var.image_version, web_message = var.web_message, web_port = var.web_port, web_healthy = var.web_healthy, web_fail_requests = var.web_fail_requests }),
     ]
   }

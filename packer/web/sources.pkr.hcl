@@ -59,3 +59,36 @@ source "qemu" "vm" {
   host_port_max        = 4444
   shutdown_command     = "systemctl poweroff"
 }
+
+# An AMI. On AWS: a temporary instance from the source AMI, provisioned over
+# SSH by the same roles (web, seal), snapshotted, copied to aws_ami_regions and
+# tagged. The build block adds a variant "ami-offline" with communicator "none"
+# (nothing provisioned): what image_bake runs with ami_communicator=none, e.g.
+# against a moto server, whose instances cannot be reached.
+source "amazon-ebs" "ami" {
+  region                  = var.aws_region
+  ami_regions             = var.aws_ami_regions
+  ami_name                = var.aws_ami_name
+  ami_description         = "immutable.infra web image ${var.image_version}"
+  instance_type           = var.aws_instance_type
+  source_ami              = var.aws_source_ami == "" ? null : var.aws_source_ami
+  subnet_id               = var.aws_subnet_id == "" ? null : var.aws_subnet_id
+  iam_instance_profile    = var.aws_iam_instance_profile == "" ? null : var.aws_iam_instance_profile
+  ssh_username            = var.aws_ssh_username
+  ssh_timeout             = "10m"
+  custom_endpoint_ec2     = var.aws_endpoint_ec2 == "" ? null : var.aws_endpoint_ec2
+  skip_region_validation  = var.aws_endpoint_ec2 != ""
+  skip_metadata_api_check = var.aws_endpoint_ec2 != ""
+  tags                    = var.aws_ami_tags
+  snapshot_tags           = var.aws_ami_tags
+  run_tags                = { "Name" = "immutable-bake-${var.build_name}" }
+
+  dynamic "source_ami_filter" {
+    for_each = var.aws_source_ami == "" ? [var.aws_source_ami_name] : []
+    content {
+      filters     = { name = source_ami_filter.value, virtualization-type = "hvm", root-device-type = "ebs" }
+      owners      = var.aws_source_ami_owners
+      most_recent = true
+    }
+  }
+}

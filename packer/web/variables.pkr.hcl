@@ -1,10 +1,11 @@
 # Variables the collection passes to every recipe (the recipe contract).
 variable "parent_image" {
   type        = string
-  description = "Parent image pinned by digest (registry/name@sha256:...), resolved by immutable.infra.image_bake."
+  description = "Parent image pinned by digest (registry/name@sha256:...), resolved by immutable.infra.image_bake; empty for the AMI source, which starts from a source AMI."
+  default     = ""
   validation {
     # Packer 1.6 has no regexall(); split() works on every version.
-    condition     = length(split("@sha256:", var.parent_image)) == 2 && length(element(split("@sha256:", var.parent_image), 1)) == 64
+    condition     = var.parent_image == "" || (length(split("@sha256:", var.parent_image)) == 2 && length(element(split("@sha256:", var.parent_image), 1)) == 64)
     error_message = "The parent_image must be pinned by digest (name@sha256:<64 hex>)."
   }
 }
@@ -121,4 +122,83 @@ variable "vm_manifest" {
   type        = string
   description = "Where the VM source's manifest post-processor writes; its custom_data become the VM image's labels."
   default     = "vm-manifest.json"
+}
+
+# Variables the collection passes to a recipe's AMI (amazon-ebs) sources: where
+# to build and copy, the endpoint (empty on AWS; a moto server in the tests),
+# the AMI's name and the tags it carries from the start (version, fingerprint,
+# recipe, bake id, catalog repository, state=unpublished until the catalog
+# version is pushed). Credentials come from the environment, never from here.
+variable "aws_region" {
+  type        = string
+  description = "Region the AMI is built in (the first of image_bake's ami_regions)."
+  default     = "us-east-1"
+}
+
+variable "aws_ami_regions" {
+  type        = list(string)
+  description = "Other regions the AMI is copied to (Packer's ami_regions)."
+  default     = []
+}
+
+variable "aws_endpoint_ec2" {
+  type        = string
+  description = "EC2 endpoint other than AWS's (a moto server for offline bakes); empty on AWS."
+  default     = ""
+}
+
+variable "aws_ami_name" {
+  type        = string
+  description = "Name of the AMI (unique per bake: <name>-v<version>-<bake id>)."
+  default     = "immutable-web-{{timestamp}}"
+}
+
+variable "aws_ami_tags" {
+  type        = map(string)
+  description = "Tags of the AMI and its snapshots (image_bake passes the version's identity)."
+  default     = {}
+}
+
+# Variables of this recipe's AMI source (inputs of the fingerprint: give them in
+# a var file or image_bake's variables).
+variable "aws_source_ami" {
+  type        = string
+  description = "Source AMI id; empty: the newest AMI matching aws_source_ami_name owned by aws_source_ami_owners."
+  default     = ""
+}
+
+variable "aws_source_ami_name" {
+  type        = string
+  description = "Name filter of the source AMI when aws_source_ami is empty (Debian 12's official AMIs)."
+  default     = "debian-12-amd64-*"
+}
+
+variable "aws_source_ami_owners" {
+  type        = list(string)
+  description = "Owners of the source AMI when aws_source_ami is empty (136693071363: Debian)."
+  default     = ["136693071363"]
+}
+
+variable "aws_instance_type" {
+  type        = string
+  description = "Instance type of the temporary build instance."
+  default     = "t3.micro"
+}
+
+variable "aws_subnet_id" {
+  type        = string
+  description = "Subnet of the build instance (empty: the default VPC's); Packer must reach it over SSH."
+  default     = ""
+}
+
+variable "aws_iam_instance_profile" {
+  type        = string
+  description = "Instance profile of the build instance (empty: none)."
+  default     = ""
+}
+
+variable "aws_ssh_username" {
+  type        = string
+  description = "User Packer and the ansible provisioner log in as (admin on Debian's AMIs)."
+  default     = "admin"
 }

@@ -91,9 +91,9 @@ def catalog_hit(args):
 
 
 def evidence_complete(catalog, facts, args):
-    """True when the version has its SBOM and, when the bake signs, a signature: else the module
+    """True when the version has its SBOM (an AMI version has none) and, when the bake signs, a signature: else the module
     completes it (a bake killed right after its push, or a version from before SBOMs or signing)."""
-    if not _evidence.has_sbom(catalog, facts):
+    if _evidence.sbom_expected(facts) and not _evidence.has_sbom(catalog, facts):
         return False
     if not args.get("signing"):
         return True

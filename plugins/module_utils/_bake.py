@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 
+from ansible_collections.immutable.infra.plugins.module_utils import _ami_bake
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils import _evidence, _vm_image
 from ansible_collections.immutable.infra.plugins.module_utils._bake_locks import BakeLocks
@@ -28,9 +29,11 @@ from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import 
 from ansible_collections.immutable.infra.plugins.module_utils._module import state_dir
 from ansible_collections.immutable.infra.plugins.module_utils._packer import (
     Packer,
+    ami_artifacts,
     build_args,
     container_artifacts,
     fingerprint,
+    offline_variant,
     recipe_sources,
     select_sources,
     source_format,
@@ -224,6 +227,9 @@ def recipe_inputs(params):
     outputs = []
     for source in sources:
         fmt = source_format(source)
+        if fmt == "ami":
+            outputs.append(_ami_output(recipe_dir, templates, var_files, params, source, name))
+            continue
         ref = params.get("parent") if fmt == "container" else vm_parent_reference(params)
         parent = resolve_parent(ref) if ref else None
         if fmt == "vm" and parent is None:
@@ -238,11 +244,29 @@ def recipe_inputs(params):
     return {"recipe": recipe_dir, "var_files": var_files, "catalog": catalog, "outputs": outputs}
 
 
+def _ami_output(recipe_dir, templates, var_files, params, source, name):
+    """An AMI output (repository <name>-ami): no parent image (it starts from a source AMI, a recipe
+    variable); its regions and communicator are inputs of the fingerprint."""
+    ami = _ami_bake.settings(params)
+    run_source = source
+    if ami["communicator"] == "none":
+        run_source = offline_variant(templates, source)
+        if not run_source:
+            raise ImmutableInfraError(
+                "ami_communicator none needs the recipe's variant of %s with communicator \"none\": recipe %s "
+                "declares no `source \"source.%s\" { name = \"%s-offline\" ... }` in its build block"
+                % (source, recipe_dir, source, source.split(".", 1)[1]))
+    fp = fingerprint(recipe_dir, var_files, params.get("variables"), None, params.get("collection_version"),
+                     list(params.get("fingerprint_paths") or []), [source], extra=_ami_bake.fingerprint_input(ami))
+    return {"source": source, "format": "ami", "name": name + "-ami", "parent": None, "fingerprint": fp,
+            "parent_channel": None, "ami": ami, "run_source": run_source}
+
+
 def summary(recipe_dir, outputs):
     """The module's result: the first output's facts at the top (a one-source
     bake reads as it always did), every output under `outputs`."""
     keys = ("source", "format", "name", "fingerprint", "parent", "parent_channel", "image", "version", "changed",
-            "sbom", "signature")
+            "sbom", "signature", "amis", "adopted")
     result = {k: outputs[0].get(k) for k in ("fingerprint", "parent", "parent_channel", "name", "image", "format", "source",
                                              "sbom", "signature")}
     result.update(recipe=recipe_dir, changed=any(o.get("changed") for o in outputs),
@@ -330,10 +354,18 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
     }
     if parent:
         contract_vars["parent_image"] = parent["reference"]
+    ami = out.get("ami")
+    if ami:
+        _ami_bake.preflight(ami)
+        contract_vars.update(_ami_bake.contract_vars(ami, name, version, bake_id, labels, catalog.repository(name)))
+        if not check_mode and _adopt(catalog, out, ami, labels, params):
+            return
     workdir = tempfile.mkdtemp(prefix="immutable-infra-bake-")
     try:
         env = dict(PROVISIONER_ENV, PATH=_shim_dir(workdir) + os.pathsep + os.environ.get("PATH", ""),
                    PACKER_CACHE_DIR=os.path.join(workdir, "packer_cache"))
+        if ami:
+            env.update(_ami_bake.packer_env(ami))
         if params.get("collections_paths"):
             env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(params["collections_paths"])
         packer = Packer(params.get("packer_path") or "packer", env)
@@ -347,7 +379,7 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
         var_json = os.path.join(workdir, "immutable-infra.pkrvars.json")
         with open(var_json, "w") as f:
             json.dump(user_vars, f)
-        args = build_args(inputs["var_files"], [out["source"]], var_json)
+        args = build_args(inputs["var_files"], [out.get("run_source") or out["source"]], var_json)
         if check_mode:
             extra.setdefault("commands", []).append(packer.validate(recipe_dir, args))
             out.update(changed=True, image=None)
@@ -356,7 +388,11 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
             catalog.pull(parent["reference"])
         try:
             cmd, parsed, seconds = packer.build(recipe_dir, args, log_file, params.get("timeout") or 3600)
-            if out["format"] == "vm":
+            if ami:
+                amis = _ami_bake.amis_of_build(ami_artifacts(parsed["artifacts"]), ami, recipe_dir)
+                facts = _ami_bake.publish(catalog, out, ami, amis, labels)
+                out.update(amis=amis, sbom=None, signature=_evidence.sign_only(catalog, facts, params))
+            elif out["format"] == "vm":
                 facts = _publish_vm(catalog, out, parsed, parent_files, labels, contract_vars, recipe_dir, params)
             else:
                 facts, warning = _publish_container(catalog, out, parsed, labels, recipe_dir, params)
@@ -375,6 +411,17 @@ def _run_bake(params, check_mode, catalog, inputs, out, extra):
         extra.setdefault("commands", []).append(cmd)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _adopt(catalog, out, ami, labels, params):
+    """Publish the AMIs a dead bake of these inputs left unpublished (no new AMI); False when there are none."""
+    amis = _ami_bake.unpublished(ami, out["fingerprint"], catalog.repository(out["name"]))
+    if not amis:
+        return False
+    facts = _ami_bake.publish(catalog, out, ami, amis, labels)
+    out.update(changed=True, image=facts, amis=amis, adopted=True, sbom=None,
+               signature=_evidence.sign_only(catalog, facts, params))
+    return True
 
 
 def _one(found, kind, recipe_dir, artifacts):

@@ -14,6 +14,11 @@ catalog what it lacks: a bake killed between its push and its SBOM (or baked
 before SBOMs or signing existed) is completed by the next run of the same bake
 instead of staying without them for good.
 
+An AMI version (format ami) has no SBOM and no seal check at bake: its files are
+on an EBS snapshot in AWS, which cannot be read offline. The seal role runs in
+the AMI's provisioning (SSH bakes); scan gates see such a version as not
+scanned. Its catalog version is signed like any other with params["signing"].
+
 params: seal_check (bool, default true), seal_allow (image paths), signing
 (dict for _signing.sign_version), lookaside (the signatures' directory).
 """
@@ -101,6 +106,18 @@ def after_publish(catalog, facts, evidence, params, check_mode=False):
     return {"sbom": sbom, "signature": signature}
 
 
+def sbom_expected(facts):
+    """False for an AMI version: its volume is not readable offline, it never gets an SBOM at bake."""
+    return (facts or {}).get("format") != "ami"
+
+
+def sign_only(catalog, facts, params, check_mode=False):
+    """The signature of a version that has no SBOM (an AMI version), or None without params["signing"]."""
+    if not params.get("signing"):
+        return None
+    return sign_version(catalog.registry, facts, params["signing"], params.get("lookaside"), check_mode=check_mode)
+
+
 def has_sbom(catalog, facts):
     """True when the version's SBOM is stored (one HEAD request)."""
     return catalog.client.head(_repository_name(catalog, facts), record_tag(facts["digest"], SBOM_SUFFIX)) is not None
@@ -111,7 +128,7 @@ def complete(catalog, facts, fmt, params, check_mode=False):
     digest; the seal check is not run again on a published version) and, with params["signing"],
     its signature. Returns {"sbom": ... or None, "signature": ... or None, "changed": bool}."""
     out = {"sbom": None, "signature": None, "changed": False}
-    if not has_sbom(catalog, facts):
+    if sbom_expected(facts) and not has_sbom(catalog, facts):
         if check_mode:
             out["sbom"] = {"tag": record_tag(facts["digest"], SBOM_SUFFIX), "changed": True}
         else:

@@ -20,8 +20,13 @@ FINGERPRINT_SCHEME = "immutable.infra/fingerprint/v1"
 # against a baked version (image_test) and have their own digest.
 RECIPE_NOT_INPUTS = ("tests",)
 # The image format each Packer builder type makes, and where its output goes:
-# a recipe's container output to <name>, its VM output to <name>-vm.
-SOURCE_FORMATS = {"docker": "container", "qemu": "vm"}
+# a recipe's container output to <name>, its VM output to <name>-vm, its AMI
+# output (a catalog version naming the AMI per region) to <name>-ami.
+SOURCE_FORMATS = {"docker": "container", "qemu": "vm", "amazon-ebs": "ami"}
+# The build-block variant of an AMI source that runs with communicator "none"
+# (nothing provisioned): "<source>-offline" (see packer/web/build.pkr.hcl).
+OFFLINE_SUFFIX = "-offline"
+AMAZON_EBS_BUILDER_ID = "mitchellh.amazonebs"
 _SOURCE_RE = re.compile(r'^[ \t]*source[ \t]+"([^"]+)"[ \t]+"([^"]+)"', re.M)
 _IGNORED_DIRS = {".git", "__pycache__", "packer_cache", ".molecule", "output"}
 _IGNORED_SUFFIXES = (".pyc", ".log", ".swp", "~")
@@ -128,6 +133,30 @@ def vm_artifacts(artifacts):
     return found
 
 
+def ami_artifacts(artifacts):
+    """The AMIs of each build's amazon-ebs artifact: {build: {region: ami id}} (its id reads
+    "eu-west-1:ami-1,us-east-1:ami-2")."""
+    found = {}
+    for art in artifacts:
+        if art.get("builder_id") == AMAZON_EBS_BUILDER_ID and art.get("id"):
+            pairs = [p.split(":", 1) for p in art["id"].split(",") if ":" in p]
+            found[art["build"]] = {region.strip(): ami.strip() for region, ami in pairs}
+    return found
+
+
+def offline_variant(templates, source):
+    """The build-block variant "<type>.<name>-offline" of an amazon-ebs source (communicator "none"),
+    or None when the recipe does not declare it."""
+    name = source.split(".", 1)[1] + OFFLINE_SUFFIX
+    pattern = re.compile(r'source[ \t]+"source\.%s"[ \t]*\{[^}]*name[ \t]*=[ \t]*"%s"'
+                         % (re.escape(source), re.escape(name)), re.S)
+    for path in templates:
+        with open(path) as f:
+            if pattern.search(f.read()):
+                return source + OFFLINE_SUFFIX
+    return None
+
+
 def container_artifacts(artifacts):
     """The artifact of each build that names a container image (last one wins:
     a docker-tag post-processor's reference is preferred to the bare image id)."""
@@ -176,14 +205,14 @@ def select_sources(sources, only, recipe_dir):
     for s in picked:
         if s.split(".", 1)[0] not in SOURCE_FORMATS:
             raise ImmutableInfraError("source %s of recipe %s: immutable.infra bakes only %s sources"
-                                      % (s, recipe_dir, " and ".join(sorted(SOURCE_FORMATS))))
+                                      % (s, recipe_dir, ", ".join(sorted(SOURCE_FORMATS))))
     for fmt in set(SOURCE_FORMATS.values()):
         same = [s for s in picked if SOURCE_FORMATS[s.split(".", 1)[0]] == fmt]
         if len(same) > 1:
             raise ImmutableInfraError("recipe %s has several %s sources (%s); select one with `only`"
                                       % (recipe_dir, fmt, ", ".join(same)))
     if not picked:
-        raise ImmutableInfraError("recipe %s has no docker or qemu source to bake (its sources: %s)"
+        raise ImmutableInfraError("recipe %s has no docker, qemu or amazon-ebs source to bake (its sources: %s)"
                                   % (recipe_dir, ", ".join(sources) or "none"))
     return picked
 
@@ -227,13 +256,14 @@ def tree_digest(root, exclude=()):
 
 
 def fingerprint(recipe_dir, var_files=(), variables=None, parent_digest=None,
-                collection_version=None, paths=(), only=()):
+                collection_version=None, paths=(), only=(), extra=None):
     """The input fingerprint of a bake: every input that can change the image.
 
     Covers the recipe directory (templates, var files, playbook), var files
     outside it, the roles and other paths the provisioner applies, variable
     values, the parent image digest, the selected sources and the collection
-    version. Output names (version, labels) are not inputs.
+    version; `extra`, when given, holds a format's own inputs (an AMI's regions and
+    communicator). Output names (version, labels) are not inputs.
     """
     doc = {
         "scheme": FINGERPRINT_SCHEME,
@@ -245,6 +275,8 @@ def fingerprint(recipe_dir, var_files=(), variables=None, parent_digest=None,
         "collection_version": collection_version,
         "only": sorted(only or []),
     }
+    if extra is not None:
+        doc["extra"] = extra
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 

@@ -53,6 +53,17 @@ description:
     Python distributions. The SBOM is stored beside the version as the tag C(sha256-<hex>.sbom); the same image gives
     the same SBOM, byte for byte. A bake the catalog already holds completes the version when it lacks its SBOM (a
     bake killed right after its push, or a version baked before SBOMs) or, with O(signing), that key''s signature.'
+  - 'A recipe''s C(amazon-ebs) source (O(only) C(ami) or its name) bakes an AMI: built in the first of O(ami_regions),
+    copied by Packer to the others, on the AWS account of O(aws). Its image version is a small OCI image in the same
+    catalog, repository O(name)C(-ami), with the labels of every version plus C(infra.immutable.format=ami) and one
+    C(infra.immutable.ami.<region>=ami-...) per region (read back as the C(amis) fact of M(immutable.infra.image_info)).
+    The regions and O(ami_communicator) are inputs of the fingerprint; a no-op bake makes no AMI. The AMIs and their
+    snapshots are tagged, in every region, with the version, fingerprint, recipe, bake id, repository and
+    C(infra.immutable.state) (C(unpublished) until the catalog version is pushed, then C(published)). A bake that died
+    between the AMI and the push left AMIs tagged C(unpublished): the next bake of the same inputs adopts them
+    (C(adopted) in its output) instead of making new ones. An AMI version has no SBOM (its volume cannot be read
+    offline; see docs/aws-bake.md). The collection passes the Packer variables C(aws_region), C(aws_ami_regions),
+    C(aws_endpoint_ec2), C(aws_ami_name) and C(aws_ami_tags); credentials go to Packer through its environment.'
   - 'The recipe contract: the collection passes the Packer variables C(parent_image) (the parent pinned by digest),
     C(image_labels) (a map the recipe applies as C(LABEL) changes), C(image_version) and C(build_name) (a unique
     name for the build container). See the collection README.'
@@ -63,6 +74,7 @@ description:
     C(output_directory)), C(vm_serial_log) (a file for the serial console, kept beside O(log_file)) and
     C(vm_manifest) (where a C(manifest) post-processor writes its C(custom_data) labels).'
 requirements:
+  - boto3 and botocore for AMI bakes
   - python-debian and cyclonedx-python-lib (the SBOM), on the host the module runs on
   - qemu-img and debugfs (e2fsprogs) to read a VM image's disk
 author:
@@ -174,6 +186,53 @@ options:
     description: The Packer executable.
     type: path
     default: packer
+  aws:
+    description:
+      - AWS connection options of an AMI bake, the keys every AWS-facing option of the collection takes
+        (C(platform_options) of the aws platform, C(router_options) of the elbv2 router). Not inputs of the
+        fingerprint. Unknown regions and missing credentials fail before anything is made.
+      - Without keys boto3's and Packer's usual sources apply (C($AWS_ACCESS_KEY_ID), C($AWS_PROFILE), an instance
+        role). Credentials reach Packer through its environment, never a var file; C(access_key), C(secret_key)
+        and C(session_token) are never logged.
+    type: dict
+    default: {}
+    suboptions:
+      region:
+        description: Default build region when O(ami_regions) is empty.
+        type: str
+      endpoint_url:
+        description: An EC2 endpoint other than AWS's (for example a moto server); passed to Packer as C(aws_endpoint_ec2).
+        type: str
+      access_key:
+        description: Access key id.
+        type: str
+      secret_key:
+        description: Secret access key.
+        type: str
+      session_token:
+        description: Session token of temporary credentials.
+        type: str
+      profile:
+        description: A profile of the AWS shared configuration.
+        type: str
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+  ami_regions:
+    description:
+      - Regions of an AMI bake - the first builds the AMI, Packer copies it to the others (C(ami_regions)). A region
+        the copy does not reach fails the bake and nothing is published. Defaults to O(aws.region) (or C($AWS_REGION)).
+    type: list
+    elements: str
+    default: []
+  ami_communicator:
+    description:
+      - C(ssh) runs the recipe's provisioner (its roles, the seal role last) on the build instance over SSH, as a
+        real bake does. C(none) runs the recipe's C(<source>-offline) variant, which provisions nothing - for
+        endpoints whose instances cannot be reached (a moto server). An input of the fingerprint.
+    type: str
+    choices: [ssh, none]
+    default: ssh
 seealso:
   - module: immutable.infra.image_info
   - module: immutable.infra.base_image
@@ -199,6 +258,14 @@ EXAMPLES = r"""
     recipe: web
     parent: immutable/base
     parent_channel: production
+
+- name: Bake the web recipe's AMI in us-east-1 and copy it to eu-west-1 (repository web-ami)
+  immutable.infra.image_bake:
+    recipe: web
+    only: [ami]
+    ami_regions: [us-east-1, eu-west-1]
+    variables:
+      aws_subnet_id: subnet-0123456789abcdef0
 
 - name: Bake a recipe kept in your own repository, as version 2024.06.1
   immutable.infra.image_bake:
@@ -229,7 +296,7 @@ image:
     bake_id: 0f1e2d3c4b5a
     labels: {}
 format:
-  description: The format of the (first) output, C(container) or C(vm).
+  description: The format of the (first) output, C(container), C(vm) or C(ami).
   returned: always
   type: str
   sample: container
@@ -237,7 +304,8 @@ outputs:
   description:
     - One entry per selected source, in the recipe's order (the top-level keys describe the first) -
       C(source), C(format), C(name) (its repository), C(fingerprint), C(parent), C(parent_channel), C(image),
-      C(changed), and C(version) when it was or would be baked.
+      C(changed), and C(version) when it was or would be baked; an AMI output baked now also has C(amis)
+      (region to AMI id) and C(adopted) (true when it published AMIs a dead bake had left).
   returned: always
   type: list
   elements: dict
@@ -340,6 +408,12 @@ def main():
         revision=dict(type="str"),
         timeout=dict(type="int", default=3600),
         packer_path=dict(type="path", default="packer"),
+        aws=dict(type="dict", default={}, options=dict(
+            region=dict(type="str"), endpoint_url=dict(type="str"), access_key=dict(type="str", no_log=True),
+            secret_key=dict(type="str", no_log=True), session_token=dict(type="str", no_log=True),
+            profile=dict(type="str"), validate_certs=dict(type="bool"))),
+        ami_regions=dict(type="list", elements="str", default=[]),
+        ami_communicator=dict(type="str", choices=["ssh", "none"], default="ssh"),
         **dict(EVIDENCE_ARGS, **REGISTRY_ARGS)
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -119,3 +119,24 @@ def test_a_version_without_its_sbom_goes_to_the_module_which_completes_it(recipe
     assert catalog_hit(dict(recipe, only=["docker.container"])) is not None
     monkeypatch.setattr(FakeCatalog, "without_sbom", (fp,))
     assert catalog_hit(dict(recipe, only=["docker.container"])) is None
+
+
+def test_an_ami_version_is_a_hit_without_an_sbom_and_its_regions_are_inputs(recipe, monkeypatch):
+    with open(os.path.join(recipe["recipe"], "sources.pkr.hcl"), "w") as f:
+        f.write(SOURCES + 'source "amazon-ebs" "ami" {}\n')
+    args = dict(recipe, only=["ami"], ami_regions=["us-east-1"], ami_communicator="ssh")
+    fp = fingerprint(recipe["recipe"], [], {"a": 1}, None, None, [], ["amazon-ebs.ami"],
+                     extra={"regions": ["us-east-1"], "communicator": "ssh"})
+    monkeypatch.setattr(FakeCatalog, "holds", (fp,))
+    monkeypatch.setattr(FakeCatalog, "without_sbom", (fp,))
+    real = FakeCatalog.find_fingerprint
+
+    def find_ami(self, name, f, tags=None):
+        found = real(self, name, f, tags)
+        return dict(found, format="ami") if found else None
+    monkeypatch.setattr(FakeCatalog, "find_fingerprint", find_ami)
+    hit = catalog_hit(args)
+    assert hit["changed"] is False and hit["name"].endswith("-ami") and hit["outputs"][0]["format"] == "ami"
+    assert hit["parent"] is None                                      # an AMI starts from a source AMI
+    assert catalog_hit(dict(args, ami_regions=["us-east-1", "eu-west-1"])) is None
+    assert catalog_hit(dict(args, ami_communicator="none")) is None   # and the recipe has no offline variant

@@ -202,14 +202,18 @@ def test_recipe_sources_and_selection(tmp_path):
     assert packer.select_sources(two, ["vm"], "r") == ["qemu.vm"]
     assert packer.select_sources(two, ["web.qemu.vm", "container"], "r") == ["qemu.vm", "docker.container"]
     assert [packer.source_format(s) for s in two] == ["container", "vm"]
+    three = two + ["amazon-ebs.ami"]
+    assert packer.select_sources(three, [], "r") == ["docker.container"]    # an AMI only when asked for
+    assert packer.select_sources(three, ["ami"], "r") == ["amazon-ebs.ami"]
+    assert packer.source_format("amazon-ebs.ami") == "ami"
 
 
 @pytest.mark.parametrize("sources, only, message", [
     (["docker.container"], ["qemu.vm"], "unknown source 'qemu.vm' in only: recipe r has docker.container"),
     (["docker.container"], ["vm"], "recipe r has no vm source"),
-    (["null.other"], ["null.other"], "immutable.infra bakes only docker and qemu sources"),
+    (["null.other"], ["null.other"], "immutable.infra bakes only amazon-ebs, docker, qemu sources"),
     (["docker.a", "docker.b"], [], "several container sources \\(docker.a, docker.b\\)"),
-    (["null.other"], [], "no docker or qemu source to bake"),
+    (["null.other"], [], "no docker, qemu or amazon-ebs source to bake"),
 ])
 def test_bad_source_selections_name_the_sources(sources, only, message):
     with pytest.raises(ImmutableInfraError, match=message):
@@ -226,3 +230,31 @@ def test_vm_artifacts_are_the_qemu_builds_qcow2():
     ])
     assert packer.vm_artifacts(parsed["artifacts"]) == {"web.qemu.vm": "/tmp/out/disk.qcow2"}
     assert packer.container_artifacts(parsed["artifacts"]) == {"web.docker.container": "abc"}
+
+
+def test_ami_artifacts_are_the_amazon_ebs_builds_amis_per_region():
+    parsed = packer.parse_machine_readable([
+        "1,web.amazon-ebs.ami-offline,artifact,0,builder-id,mitchellh.amazonebs\n",
+        "1,web.amazon-ebs.ami-offline,artifact,0,id,eu-west-1:ami-0b%!(PACKER_COMMA)us-east-1:ami-0a\n",
+        "1,web.docker.container,artifact,0,builder-id,packer.docker\n",
+        "1,web.docker.container,artifact,0,id,abc\n",
+    ])
+    assert packer.ami_artifacts(parsed["artifacts"]) == {
+        "web.amazon-ebs.ami-offline": {"eu-west-1": "ami-0b", "us-east-1": "ami-0a"}}
+    assert packer.container_artifacts(parsed["artifacts"]) == {"web.docker.container": "abc"}
+
+
+def test_offline_variant_is_the_build_blocks_communicator_none_source():
+    web = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "packer", "web")
+    templates = sorted(os.path.join(web, f) for f in os.listdir(web) if f.endswith(".pkr.hcl"))
+    assert packer.offline_variant(templates, "amazon-ebs.ami") == "amazon-ebs.ami-offline"
+    assert packer.offline_variant(templates, "docker.container") is None
+
+
+def test_fingerprint_extra_is_an_input_and_absent_keeps_old_fingerprints(recipe):
+    d, role = recipe
+    assert base_fp(d, role, extra=None) == base_fp(d, role)
+    one = base_fp(d, role, extra={"regions": ["us-east-1"], "communicator": "none"})
+    assert one != base_fp(d, role)
+    assert one != base_fp(d, role, extra={"regions": ["us-east-1", "eu-west-1"], "communicator": "none"})
+    assert one != base_fp(d, role, extra={"regions": ["us-east-1"], "communicator": "ssh"})
