@@ -27,7 +27,7 @@ options:
       - An auth file in the form podman and skopeo use (C(containers-auth.json), as written by
         C(podman login --authfile)) holding the credentials of O(registry) (C(auths.<registry>.auth), base64 of
         C(user:password), or C(identitytoken)). It is passed to C(podman)/C(skopeo) as C(--authfile).
-      - When not set, C(REGISTRY_AUTH_FILE) if set, else the auth files podman reads by default.
+      - When not set, the auth files podman and skopeo read by default apply (C(REGISTRY_AUTH_FILE) first).
       - See the "Shared registry" section of C(docs/registry.md).
     type: path
   registry_username:

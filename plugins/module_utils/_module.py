@@ -15,7 +15,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._runner import Imm
 REGISTRY_ARGS = dict(
     registry=dict(type="str", default="127.0.0.1:5000"),
     validate_certs=dict(type="bool", aliases=["tls_verify"]),
-    registry_auth_file=dict(type="path", fallback=(env_fallback, ["REGISTRY_AUTH_FILE"])),
+    registry_auth_file=dict(type="path"),       # unset: podman's default files, REGISTRY_AUTH_FILE first
     registry_username=dict(type="str", fallback=(env_fallback, ["IMMUTABLE_INFRA_REGISTRY_USERNAME"])),
     registry_password=dict(type="str", no_log=True, aliases=["registry_token"],
                            fallback=(env_fallback, ["IMMUTABLE_INFRA_REGISTRY_PASSWORD"])),

@@ -133,7 +133,12 @@ def test_auth_file_form_and_env_password(env, workdir, secure_registry, version)
         "version": "1"}}])
     assert rc == 0, out[-3000:]
     assert PASSWORD not in out
-    # The password from the environment (no_log fallback), the auth file through REGISTRY_AUTH_FILE.
+    # podman's own default: REGISTRY_AUTH_FILE in the environment, no option.
+    rc, out = playbook(dict(env, REGISTRY_AUTH_FILE=path, IMMUTABLE_INFRA_REGISTRY_CA_FILE=reg["ca"]), workdir,
+                       [{"name": "Read with REGISTRY_AUTH_FILE", "immutable.infra.image_info": {
+                           "registry": reg["address"], "name": version, "version": "1"}}])
+    assert rc == 0, out[-3000:]
+    # The password from the environment (no_log fallback).
     rc, out = playbook(dict(env, IMMUTABLE_INFRA_REGISTRY_USERNAME=USER, IMMUTABLE_INFRA_REGISTRY_PASSWORD=PASSWORD,
                             IMMUTABLE_INFRA_REGISTRY_CA_FILE=reg["ca"]), workdir,
                        [{"name": "Read with env credentials", "immutable.infra.image_info": {
