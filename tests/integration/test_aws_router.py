@@ -132,6 +132,8 @@ def traffic(ansible, moto, net, app, module="immutable.infra.traffic", check=Fal
         args["router_options"] = router
     if module == "immutable.infra.traffic":
         args.update(platform="aws", platform_options=dict(moto["options"]))
+    if module == "immutable.infra.router":          # no app/stack: it reads every endpoint of the ALB
+        del args["app"], args["stack"]
     return ansible.task(module, args, check=check)
 
 
@@ -163,6 +165,10 @@ def test_attach_shift_drain_and_rollback_move_the_listener_weights(ansible, moto
 
     rc, res = traffic(ansible, moto, net, app, groups={v1: 100})
     assert rc == 0 and not res["changed"], res           # a re-run is a no-op
+    rc, res = traffic(ansible, moto, net, app, module="immutable.infra.router", state="started")
+    assert rc == 0 and not res["changed"] and "%s/prod" % app in res["endpoints"] and res["pid"] is None
+    rc, res = traffic(ansible, moto, net, app, module="immutable.infra.router", state="stopped")
+    assert rc != 0 and "the elbv2 router is an AWS load balancer: it is never stopped" in res["msg"]
 
     v2 = fleet.group(app, 2, image=images[2])
     rc, res = traffic(ansible, moto, net, app, groups={v2: 100}, check=True)
@@ -202,6 +208,27 @@ def test_attach_shift_drain_and_rollback_move_the_listener_weights(ansible, moto
     rc, res = traffic(ansible, moto, net, app, state="absent")
     assert rc == 0 and res["changed"] and elb.listener(port) is None and elb.target_groups(app) == {}
     assert elb.attached(v1) == []
+
+
+def test_a_given_listener_is_used_and_left_to_its_team_when_the_endpoint_goes(ansible, moto, net, fleet, elb):
+    app = _name()
+    port = 17000 + int(uuid.uuid4().hex[:3], 16) % 1000
+    arn = elb.elb.create_listener(LoadBalancerArn=elb.lb["LoadBalancerArn"], Protocol="HTTP", Port=port, DefaultActions=[
+        {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain"}}])[
+        "Listeners"][0]["ListenerArn"]
+    group = fleet.group(app, 1, count=1)
+    router = dict(moto["options"], listener_arn=arn, **net["router_options"])
+    rc, res = traffic(ansible, moto, net, app, router=router, groups={group: 100}, port=port + 1)
+    assert rc != 0 and "listens on port %d, not %d" % (port, port + 1) in res["msg"] and elb.target_groups(app) == {}
+    rc, res = traffic(ansible, moto, net, app, router=router, groups={group: 100}, port=port)
+    assert rc == 0 and res["changed"], res
+    assert elb.weights(port) == {group: 100} and [x["ListenerArn"] for x in elb.listeners() if x["Port"] == port] == [arn]
+    rc, res = traffic(ansible, moto, net, app, router=router, state="absent")
+    assert rc == 0 and res["changed"] and elb.target_groups(app) == {} and elb.attached(group) == []
+    kept = elb.listener(port)
+    assert kept["ListenerArn"] == arn and kept["DefaultActions"][0]["Type"] == "fixed-response"
+    assert "infra.immutable.endpoint" not in elb.tags(arn)
+    elb.elb.delete_listener(ListenerArn=arn)
 
 
 def _nothing_made(elb, app, port):
