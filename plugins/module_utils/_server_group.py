@@ -232,6 +232,8 @@ def converge(platform, resolve_image, params, check_mode=False, declared_port=No
                       diff={"before": summary(target, members) if members else {}, "after": {}})
         if members and not check_mode:
             platform.destroy_instances(result["removed"], params.get("stop_timeout", 5))
+        elif target and not members:        # what a platform keeps of a group beside its instances
+            result["changed"] = platform.remove_empty_group(target, check_mode)
         return result
     if target is None:
         if image is None:

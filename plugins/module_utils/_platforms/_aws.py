@@ -24,6 +24,7 @@ AWS_PLATFORM_OPTIONS = ("subnets", "instance_type", "security_groups", "iam_inst
                         "user_data", "ssh_user")
 _NOT_FOUND = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidSubnetID.NotFound",
               "InvalidSubnetID.Malformed")
+_LT_NOT_FOUND = ("InvalidLaunchTemplateName.NotFoundException", "InvalidLaunchTemplateId.NotFound")
 
 
 def asg_name(group):
@@ -295,6 +296,21 @@ class AwsPlatform(Platform):
         """Detach target groups, scale to 0, delete the ASG, then the launch template (in that order)."""
         self._remove_group(group, asg=True, lt=True, timeout=timeout)
 
+    def remove_empty_group(self, group, check_mode=False):
+        """An ASG without instances (scaled to 0) or a launch template left by a crash: removed."""
+        name = asg_name(group)
+        asg = self.aws.call("autoscaling", "describe_auto_scaling_groups", what="reading %s" % name,
+                            AutoScalingGroupNames=[name]).get("AutoScalingGroups")
+        try:
+            lt = self.aws.client("ec2").describe_launch_templates(LaunchTemplateNames=[name]).get("LaunchTemplates")
+        except Exception as exc:
+            if error_code(exc) not in _LT_NOT_FOUND:
+                raise self._error(exc, "reading launch template %s" % name)
+            lt = []
+        if (asg or lt) and not check_mode:
+            self._remove_group(group, asg=bool(asg), lt=bool(lt))
+        return bool(asg or lt)
+
     def _remove_group(self, group, asg=True, lt=True, timeout=600):
         name = asg_name(group)
         if asg:
@@ -315,8 +331,7 @@ class AwsPlatform(Platform):
             try:
                 self.aws.client("ec2").delete_launch_template(LaunchTemplateName=name)
             except Exception as exc:
-                if error_code(exc) not in ("InvalidLaunchTemplateName.NotFoundException",
-                                           "InvalidLaunchTemplateId.NotFound"):
+                if error_code(exc) not in _LT_NOT_FOUND:
                     raise self._error(exc, "deleting launch template %s" % name)
 
     def _wait_gone(self, name, timeout):

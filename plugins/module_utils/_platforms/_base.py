@@ -122,6 +122,12 @@ class Platform:
         waits on its own health signal instead, and raises naming the instances not ready."""
         return None
 
+    def remove_empty_group(self, group, check_mode=False):
+        """Remove what is left of a group that has no instance (an Auto Scaling group scaled to 0,
+        a launch template a crash left behind); True when something was (or would be) removed.
+        Platforms whose groups are only their instances have nothing to remove."""
+        return False
+
     def connection(self, instance):
         """Inventory host variables to reach the instance with Ansible (read-only checks), or {}.
         instance may carry "user" (from users())."""
