@@ -143,6 +143,6 @@ def test_configure_renders_the_workflow_nodes_awx_expects(tmp_path):
     nodes = {n["identifier"]: n for n in json.loads((tmp_path / "nodes.json").read_text())}
     assert nodes["bake"]["related"]["success_nodes"] == [{"identifier": "test"}]
     assert nodes["test"]["related"]["failure_nodes"] == [{"identifier": "revoke"}]
-    assert nodes["release"]["unified_job_template"] == {"name": "immutable release", "type": "job_template",
-                                                         "organization": {"name": "Default"}}
+    wanted = {"name": "immutable release", "type": "job_template", "organization": {"name": "Default"}}
+    assert nodes["release"]["unified_job_template"] == wanted
     assert nodes["revoke"]["extra_data"]["revoke_reason"]
