@@ -46,8 +46,8 @@ def test_server_groups_on_aws_behind_elbv2(ansible, registry, moto, net, apps):
         return res
 
     def traffic(**kw):
-        rc, res = ansible.task("immutable.infra.traffic", dict({"app": app, "stack": "prod", "port": port},
-                                                                **dict(platform, **router), **kw))
+        args = dict({"app": app, "stack": "prod", "port": port}, **dict(platform, **router))
+        rc, res = ansible.task("immutable.infra.traffic", dict(args, **kw))
         assert rc == 0, res
         return res
 
