@@ -169,7 +169,7 @@ def test_skopeo_and_podman_get_the_credentials_by_file(secure_registry, version)
     assert not os.path.exists(tmp)
 
 
-@pytest.mark.parametrize("case", ["wrong password", "missing CA", "expired token"])
+@pytest.mark.parametrize("case", ["wrong password", "missing CA", "missing CA on loopback", "expired token"])
 def test_refusals_are_clear_and_change_nothing(env, workdir, secure_registry, version, case):
     reg = secure_registry
     before = tags(reg, version)
@@ -180,6 +180,9 @@ def test_refusals_are_clear_and_change_nothing(env, workdir, secure_registry, ve
     elif case == "missing CA":
         opts.update(registry_username=USER, registry_password=PASSWORD, validate_certs=True)
         expected = ["image registry %s: its TLS certificate is not trusted" % reg["address"], "registry_ca_file"]
+    elif case == "missing CA on loopback":      # the loopback default is plain HTTP: the registry answers 400
+        opts.update(registry_username=USER, registry_password=PASSWORD)
+        expected = ["image registry %s speaks TLS, not plain HTTP: give registry_ca_file" % reg["address"]]
     else:
         # A token the registry no longer accepts (an expired identity token in an auth file, as `podman login`
         # writes for token logins). With htpasswd authentication the registry refuses it like a wrong password.
