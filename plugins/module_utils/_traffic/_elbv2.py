@@ -223,10 +223,18 @@ class Elbv2Router(RouterBackend):
     def add_server(self, key, name, address, port, weight, health):
         group = instance_group(name)
         st = self._state[key]
+        new = group not in st["tgs"]
+        if new:
+            self._check_forward(key, len(st["weights"]) + 1)
         tg = self._ensure_tg(key, group, port, health)
-        if st["weights"].get(tg["TargetGroupArn"]) is None:
-            self._forward(key, dict(st["weights"], **{tg["TargetGroupArn"]: int(weight)}))
-        self._register(tg, [n.target_id(name, group)])
+        try:
+            if st["weights"].get(tg["TargetGroupArn"]) is None:
+                self._forward(key, dict(st["weights"], **{tg["TargetGroupArn"]: int(weight)}))
+            self._register(tg, [n.target_id(name, group)])
+        except ImmutableInfraError:
+            if new:                 # no target group left behind
+                self._drop_tg(key, group)
+            raise
 
     def set_weight(self, key, name, weight):
         st = self._state[key]
@@ -303,10 +311,14 @@ class Elbv2Router(RouterBackend):
         self.aws.call("elbv2", "register_targets", what="register %s in %s" % (", ".join(ids), tg["TargetGroupName"]),
                       TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": i} for i in ids])
 
-    def _forward(self, key, weights):
-        if len(weights) > MAX_FORWARD:
+    @staticmethod
+    def _check_forward(key, count):
+        if count > MAX_FORWARD:
             raise ImmutableInfraError("%s would forward to %d target groups; ELBv2 forwards to at most %d: retire "
-                                      "older groups first" % (key, len(weights), MAX_FORWARD))
+                                      "older groups first" % (key, count, MAX_FORWARD))
+
+    def _forward(self, key, weights):
+        self._check_forward(key, len(weights))
         st = self._state[key]
         self.aws.call("elbv2", "modify_listener", what="set the weights of %s" % key,
                       ListenerArn=st["listener"]["ListenerArn"], DefaultActions=n.forward_action(weights))
@@ -347,6 +359,11 @@ class Elbv2Router(RouterBackend):
         members = {}
         for name, srv in ep["servers"].items():
             members.setdefault(srv["group"], []).append((name, srv))
+        if new:
+            self._check_forward(key, len(set(members) | set(ep["groups"])))
+            if self._given is None and not self.port_available(ep["port"]):
+                raise ImmutableInfraError("cannot route %s: port %s of %s has another listener"
+                                          % (key, ep["port"], self.options["load_balancer"]))
         try:
             for g, srvs in sorted(members.items()):
                 known = g in st["tgs"]

@@ -13,16 +13,18 @@ Where the routes document lives in AWS (nothing on the controller):
                   listener's weighted forward action (0 when it is not in it)
   servers         the targets of those groups (instance ids, registered by the group's
                   Auto Scaling group), named "<group>-<id without i->" like the platform names them
-  health          the listener's tag infra.immutable.health (the policy's spec, JSON); the
-                  target groups' checks are that spec within ELBv2's limits (tg_health)
+  health          the listener's tag infra.immutable.health (the policy's spec, base64 JSON);
+                  the target groups' checks are that spec within ELBv2's limits (tg_health)
   platform        the listener's tag infra.immutable.platform
-  history         the listener's tags infra.immutable.history.NN = "<time> <group>=<weight>,...",
-                  the last HISTORY_KEEP switches, and infra.immutable.image.<group> = image reference
-                  for the groups they name (a rollback recreates a destroyed group from it)
+  history         the listener's tags infra.immutable.history.0/.1 = "<time>:<group>=<weight>+... ..."
+                  (the groups that carried traffic in each switch, the newest that fit in two tags),
+                  and infra.immutable.images.0-3 = "<group>=<image reference> ..." for the groups
+                  they name (a rollback recreates a destroyed group from it)
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -32,9 +34,10 @@ TAG_ENDPOINT = LABEL_PREFIX + "endpoint"
 TAG_PLATFORM = LABEL_PREFIX + "platform"
 TAG_HEALTH = LABEL_PREFIX + "health"
 TAG_CREATED = LABEL_PREFIX + "created-by"       # on listeners this collection created (it may delete them)
-TAG_HISTORY = LABEL_PREFIX + "history."
-TAG_IMAGE = LABEL_PREFIX + "image."
-HISTORY_KEEP = 10
+TAG_HISTORY = LABEL_PREFIX + "history."        # history.0, history.1: the switches, oldest first
+TAG_IMAGE = LABEL_PREFIX + "images."           # images.0 ...: "<group>=<image reference> ..."
+HISTORY_TAGS = 2
+IMAGE_TAGS = 4
 TAG_VALUE_MAX = 256
 # Identity tags a target group copies from its Auto Scaling group (when there).
 TG_IDENTITY = ("app", "stack", "group", "image", "image-digest", "image-version")
@@ -95,46 +98,77 @@ def forward_weights(listener):
     return out
 
 
-def _history_value(entry):
-    groups = entry.get("groups", {})
-    value = "%.2f %s" % (float(entry.get("time", 0)), ",".join("%s=%d" % (g, w) for g, w in sorted(groups.items())))
-    if len(value) > TAG_VALUE_MAX:      # the groups that carried traffic are what a rollback reads
-        value = "%.2f %s" % (float(entry.get("time", 0)), ",".join(
-            "%s=%d" % (g, w) for g, w in sorted(groups.items()) if w > 0))
-    return value[:TAG_VALUE_MAX]
+def _pack(items, prefix, tags):
+    """Items (oldest first) as at most `tags` tag values of at most 256 characters, space-separated:
+    {prefix0: "...", prefix1: "..."}, the newest items kept when they do not all fit."""
+    values, current = [], []
+    for item in reversed(items):
+        if len(item) > TAG_VALUE_MAX:
+            continue
+        if current and len(" ".join([item] + current)) > TAG_VALUE_MAX:
+            values.append(current)
+            current = []
+            if len(values) == tags:
+                break
+        current.insert(0, item)
+    if current and len(values) < tags:
+        values.append(current)
+    return {"%s%d" % (prefix, n): " ".join(v) for n, v in enumerate(reversed(values))}
+
+
+def _unpack(tags, prefix):
+    return [item for k in sorted((k for k in tags if k.startswith(prefix)), key=lambda k: int(k[len(prefix):] or 0))
+            for item in tags[k].split()]
+
+
+def _encode_health(health):
+    return base64.b64encode(json.dumps(health or {}, sort_keys=True, separators=(",", ":")).encode()).decode()
+
+
+def _decode_health(value):
+    try:
+        return json.loads(base64.b64decode(value or "e30=").decode())
+    except ValueError:
+        return {}
 
 
 def listener_tags(key, ep, created=False):
-    """The listener's tags that keep an endpoint's routes document (see the module's doc)."""
-    tags = {TAG_ENDPOINT: key, TAG_HEALTH: json.dumps(ep.get("health") or {}, sort_keys=True, separators=(",", ":"))}
+    """The listener's tags that keep an endpoint's routes document (see the module's doc). At most
+    10 tags (moto's quota, and ELBv2's before 2023), and only the characters ELBv2 allows in tag
+    values (letters, digits, spaces and _ . : / = + - @): the health spec is base64 JSON, a switch
+    is "<time>:<group>=<weight>+..." with the groups that carried traffic."""
+    tags = {TAG_ENDPOINT: key, TAG_HEALTH: _encode_health(ep.get("health"))}
     if ep.get("platform"):
         tags[TAG_PLATFORM] = ep["platform"]
     if created:
         tags[TAG_CREATED] = "immutable.infra"
-    history = list(ep.get("history") or [])[-HISTORY_KEEP:]
-    for n, entry in enumerate(history):
-        tags["%s%02d" % (TAG_HISTORY, n)] = _history_value(entry)
+    history = list(ep.get("history") or [])
+    tags.update(_pack(["%d:%s" % (int(float(e.get("time", 0))), "+".join(
+        "%s=%d" % (g, w) for g, w in sorted(e.get("groups", {}).items()) if w > 0)) for e in history],
+        TAG_HISTORY, HISTORY_TAGS))
+    images = {}
+    for entry in history:
         for g, image in (entry.get("images") or {}).items():
-            if image and len(image) <= TAG_VALUE_MAX:
-                tags[TAG_IMAGE + g] = image
+            images.pop(g, None)
+            images[g] = image               # newest last
+    tags.update(_pack(["%s=%s" % (g, image) for g, image in images.items() if image and " " not in image],
+                      TAG_IMAGE, IMAGE_TAGS))
     return tags
 
 
 def history_from(tags):
-    """The history entries kept in a listener's tags (oldest first)."""
-    images = {k[len(TAG_IMAGE):]: v for k, v in tags.items() if k.startswith(TAG_IMAGE)}
+    """The history entries kept in a listener's tags (oldest first); a group's image is given to
+    every entry that names the group."""
+    images = dict(item.split("=", 1) for item in _unpack(tags, TAG_IMAGE) if "=" in item)
     out = []
-    for k in sorted(k for k in tags if k.startswith(TAG_HISTORY)):
-        when, _sep, pairs = tags[k].partition(" ")
+    for item in _unpack(tags, TAG_HISTORY):
+        when, _sep, pairs = item.partition(":")
         groups = {}
-        for pair in filter(None, pairs.split(",")):
+        for pair in filter(None, pairs.split("+")):
             g, _eq, w = pair.rpartition("=")
             groups[g] = int(w)
-        try:
-            t = float(when)
-        except ValueError:
-            t = 0.0
-        out.append({"time": t, "groups": groups, "images": {g: images[g] for g in groups if g in images}})
+        out.append({"time": float(when) if when.isdigit() else 0.0, "groups": groups,
+                    "images": {g: images[g] for g in groups if g in images}})
     return out
 
 
@@ -153,8 +187,8 @@ def endpoint_from(listener, tags, target_groups, address):
             servers[server_name(g, t["id"])] = {"group": g, "address": t["address"], "port": int(t["port"]),
                                                 "weight": groups[g]}
     try:
-        health = json.loads(tags.get(TAG_HEALTH) or "{}")
-    except ValueError:
+        health = _decode_health(tags.get(TAG_HEALTH))
+    except (TypeError, ValueError):
         health = {}
     ep = {"port": int(listener["Port"]), "address": address, "groups": groups, "servers": servers, "health": health,
           "history": history_from(tags)}

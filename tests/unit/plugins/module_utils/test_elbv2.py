@@ -3,8 +3,6 @@ canned describe output), the backend selection, and the policy with a router tha
 counters (the verify window judges health only and says so)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
@@ -56,25 +54,29 @@ def _history(count):
              "images": {"web-prod-v%03d" % i: "reg/web@sha256:%064x" % i}} for i in range(count)]
 
 
+ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.:/=+-@")
+
+
 def test_history_and_images_round_trip_through_listener_tags():
     ep = {"health": HEALTH, "platform": "aws", "history": _history(3)}
     tags = n.listener_tags("web/prod", ep, created=True)
     assert tags[n.TAG_ENDPOINT] == "web/prod" and tags[n.TAG_CREATED] and tags[n.TAG_PLATFORM] == "aws"
-    assert json.loads(tags[n.TAG_HEALTH]) == HEALTH
-    assert all(len(v) <= 256 for v in tags.values()) and len(tags) <= 50
+    # ELBv2's rules for tags: at most 10 here (moto's quota), 256-character values of these characters only.
+    assert len(tags) <= 10 and all(len(v) <= 256 and set(v) <= ALLOWED for v in tags.values())
     back = n.history_from(tags)
-    assert [e["groups"] for e in back] == [e["groups"] for e in ep["history"]]
-    # A group's image is kept once and given back to every entry that names the group.
-    assert back[0]["images"] == {"web-prod-v000": "reg/web@sha256:%064x" % 0, "web-prod-v001": "reg/web@sha256:%064x" % 1}
+    # Each switch keeps the groups that carried traffic (all a rollback reads), at whole seconds.
+    assert [(e["time"], e["groups"]) for e in back] == [(1000.0 + i, {"web-prod-v%03d" % i: 100}) for i in range(3)]
+    assert back[0]["images"] == {"web-prod-v000": "reg/web@sha256:%064x" % 0}
+    assert n.endpoint_from({"Port": 80}, tags, [], "alb")["health"] == HEALTH
 
 
-def test_only_the_last_switches_are_kept_and_long_entries_keep_the_weighted_groups():
-    tags = n.listener_tags("web/prod", {"health": HEALTH, "history": _history(30)})
+def test_the_newest_switches_and_images_are_kept_within_the_tag_quota():
+    tags = n.listener_tags("web/prod", {"health": HEALTH, "history": _history(40)}, created=True)
     back = n.history_from(tags)
-    assert len(back) == n.HISTORY_KEEP and back[-1]["time"] == 1029.0 and len(tags) <= 50
-    many = {"time": 1.0, "groups": dict({"web-prod-v%03d" % i: 0 for i in range(30)}, **{"web-prod-v100": 100})}
-    value = n.listener_tags("web/prod", {"health": HEALTH, "history": [many]})[n.TAG_HISTORY + "00"]
-    assert len(value) <= 256 and n.history_from({n.TAG_HISTORY + "00": value})[0]["groups"] == {"web-prod-v100": 100}
+    assert len(tags) <= 10 and all(len(v) <= 256 and set(v) <= ALLOWED for v in tags.values())
+    assert back[-1]["time"] == 1039.0 and len(back) >= 8
+    assert [e["time"] for e in back] == sorted(e["time"] for e in back)
+    assert back[-1]["images"] == {"web-prod-v039": "reg/web@sha256:%064x" % 39}      # the newest images are kept
 
 
 def test_the_routes_document_is_rebuilt_from_describe_output():
