@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -229,3 +230,147 @@ def test_ecr_without_aws_credentials_says_what_to_do(moto, monkeypatch, tmp_path
     with pytest.raises(ImmutableInfraError, match="AWS credentials missing for region us-east-1") as err:
         acc.credentials()
     assert "access_key" in err.value.msg
+
+
+# ------------------------------------------------------------------ token authentication (auth: token)
+def _b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenService:
+    """A small token service (docker's token protocol) on loopback: Basic credentials in, a JWT bearer token
+    signed by a test key (x5c: its certificate, the registry's rootcertbundle) out. A user may also log in with
+    an identity token: a JWT of the same key whose exp the service checks, as a real token service would."""
+
+    def __init__(self, d, service="immutable-infra-test", issuer="immutable-infra-test-issuer"):
+        from cryptography.hazmat.primitives import serialization
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=token signer",
+                 "-keyout", "token.key", "-out", "token.crt", cwd=d)
+        with open(os.path.join(d, "token.key"), "rb") as f:
+            self.key = serialization.load_pem_private_key(f.read(), None)
+        with open(os.path.join(d, "token.crt"), "rb") as f:
+            from cryptography import x509
+            self.cert_der = x509.load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
+        self.cert, self.service, self.issuer = os.path.join(d, "token.crt"), service, issuer
+        self.port = free_port()
+        self.realm = "http://127.0.0.1:%d/token" % self.port
+
+    def sign(self, claims):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        signing = _b64u(json.dumps(header).encode()) + "." + _b64u(json.dumps(claims).encode())
+        return signing + "." + _b64u(self.key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256()))
+
+    def identity_token(self, lifetime):
+        now = int(time.time())
+        return self.sign({"iss": self.issuer, "sub": USER, "aud": "refresh", "iat": now - 3600, "exp": now + lifetime})
+
+    def valid_identity(self, token):
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        try:
+            head, body, sig = token.split(".")
+            self.key.public_key().verify(base64.urlsafe_b64decode(sig + "=="), ("%s.%s" % (head, body)).encode(),
+                                         padding.PKCS1v15(), hashes.SHA256())
+            claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+        except (ValueError, InvalidSignature):
+            return "invalid token"
+        return None if claims["exp"] > time.time() else "token expired"
+
+    def answer(self, authorization, query):
+        user, _sep, password = base64.b64decode((authorization or "Basic ").split(" ", 1)[1] or b"").decode().partition(":")
+        refused = None if (user, password) == (USER, PASSWORD) else \
+            self.valid_identity(password) if user == "<token>" else "wrong user or password"
+        if refused:
+            return 401, {"errors": [{"code": "UNAUTHORIZED", "message": refused}]}
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.rsplit(":", 2) if scope.count(":") >= 2 else (scope, "", "")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        token = self.sign({"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + 300, "nbf": now - 10,
+                           "iat": now, "jti": uuid.uuid4().hex, "access": access})
+        return 200, {"token": token, "access_token": token, "expires_in": 300}
+
+    def start(self):
+        import http.server
+        import threading
+        import urllib.parse
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):       # noqa: N802 (http.server's name)
+                status, doc = service.answer(self.headers.get("Authorization"),
+                                             urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+
+@pytest.fixture(scope="module")
+def token_registry(ansible, workdir):
+    d = os.path.join(workdir, "token-registry-%s" % uuid.uuid4().hex[:6])
+    os.makedirs(d)
+    pki = make_ca_and_server_cert(d)
+    tokens = TokenService(d).start()
+    port = free_port()
+    rvars = {"registry_port": port, "registry_debug_port": free_port(), "registry_state_dir": os.path.join(d, "state"),
+             "registry_tls_certificate": pki["server"], "registry_tls_key": pki["key"],
+             "registry_token_auth": {"realm": tokens.realm, "service": tokens.service, "issuer": tokens.issuer,
+                                     "rootcertbundle": tokens.cert}}
+    run = ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), rvars)
+    assert run.rc == 0, run.stderr
+    try:
+        yield {"address": "127.0.0.1:%d" % port, "ca": pki["ca"], "tokens": tokens}
+    finally:
+        ansible.playbook(os.path.join(TOP, "playbooks", "registry.yml"), dict(rvars, registry_state="stopped"))
+        tokens.server.shutdown()
+
+
+def test_token_auth_and_a_really_expired_token(env, workdir, token_registry):
+    """docker-registry with `auth: token`: bearer tokens from the token service; an identity token whose exp has
+    passed is refused by the token service, with an error naming the registry, and nothing changes."""
+    reg = token_registry
+    import ssl
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as anonymous:      # the registry really asks for a bearer token
+        urllib.request.urlopen("https://%s/v2/" % reg["address"], timeout=10,
+                               context=ssl.create_default_context(cafile=reg["ca"]))
+    assert anonymous.value.code == 401
+    assert anonymous.value.headers["WWW-Authenticate"].startswith('Bearer realm="%s"' % reg["tokens"].realm)
+    name = "tokapp%s" % uuid.uuid4().hex[:6]
+    access(reg, username=USER, password=PASSWORD, ca_file=reg["ca"])
+    push_test_image(reg, name, "1")
+    before = tags(reg, name)
+    good = auth_file(os.path.join(workdir, "tok-%s.json" % uuid.uuid4().hex[:6]), reg["address"], None,
+                     identitytoken=reg["tokens"].identity_token(3600))
+    expired = auth_file(os.path.join(workdir, "tok-%s.json" % uuid.uuid4().hex[:6]), reg["address"], None,
+                        identitytoken=reg["tokens"].identity_token(-60))
+    base = {"registry": reg["address"], "registry_ca_file": reg["ca"], "name": name}
+    rc, out = playbook(env, workdir, [
+        {"name": "Read with a password", "immutable.infra.image_info": dict(base, registry_username=USER,
+                                                                            registry_password=PASSWORD)},
+        {"name": "Read with a valid identity token", "immutable.infra.image_info": dict(base, registry_auth_file=good)},
+    ])
+    assert rc == 0, out[-3000:]
+    assert PASSWORD not in out
+    rc, out = playbook(env, workdir, [{"name": "Move a channel with an expired token", "immutable.infra.image_channel":
+                                       dict(base, registry_auth_file=expired, channel="dev", version="1")}])
+    assert rc != 0
+    for text in ("image registry %s refused the credentials" % reg["address"], "HTTP 401", "token expired",
+                 "an expired token or password must be renewed"):
+        assert text in out, (text, out[-3000:])
+    assert tags(reg, name) == before
