@@ -155,7 +155,7 @@ def test_a_bad_platform_is_named_and_changes_nothing(ansible, registry, release_
     run = ansible.playbook(RELEASE, release_vars(registry, app, "relweb:2", release_platform="aws"))
     assert run.rc != 0 and "runs on the podman platform, not aws" in run.result("Take the release lock of %s/prod" % app)["msg"]
     # A new app/stack on a platform that does not exist: named by the server group task.
-    run = ansible.playbook(RELEASE, release_vars(registry, apps(), "relweb:2", free_port(), release_platform="aws"))
-    assert run.rc != 0 and "platform must be one of: libvirt, podman, got: aws" in run.result("Fail with the reason")["msg"]
+    run = ansible.playbook(RELEASE, release_vars(registry, apps(), "relweb:2", free_port(), release_platform="vmware"))
+    assert run.rc != 0 and "platform must be one of: aws, libvirt, podman, got: vmware" in run.result("Fail with the reason")["msg"]
     assert instance_names(app) == before and traffic(ansible, app)["groups"].keys() == ep["groups"].keys()
     assert endpoint_version(port)["message"] == "r1"

@@ -204,5 +204,5 @@ def test_unknown_repository_and_bad_numbers():
 
 def test_platform_options_are_checked():
     with pytest.raises(ImmutableInfraError, match="platform_options"):
-        _prune.platforms_from(["podman"], {"aws": {}})
+        _prune.platforms_from(["podman"], {"vmware": {}})
     assert [n for n, _p in _prune.platforms_from(["podman"], {"podman": {"podman": "podman"}})] == ["podman"]

@@ -201,7 +201,7 @@ def test_platform_from_builds_the_named_platform_with_its_options():
 
 
 @pytest.mark.parametrize("given,words", [
-    ({"platform": "aws", "platform_options": {}}, "unknown platform 'aws' (aws is planned, not available yet)"),
+    ({"platform": "vmware", "platform_options": {}}, "unknown platform 'vmware': use one of aws, libvirt, podman"),
     ({"platform": "vmware", "platform_options": {}}, "unknown platform 'vmware': use one of"),
     ({"platform": "podman", "platform_options": {"uri": "qemu:///session"}}, "platform podman has no option(s) uri"),
     ({"platform": "podman", "platform_options": "podman=/x"}, "platform_options must be a mapping"),
