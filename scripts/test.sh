@@ -29,7 +29,7 @@ run_sanity() {
 }
 
 run_lint() {
-  HOME=$(mktemp -d) ansible-lint --profile production --offline -q playbooks roles extensions
+  HOME=$(mktemp -d) ansible-lint --profile production --offline -q playbooks roles extensions awx
 }
 
 run_packer() {

@@ -6,12 +6,7 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.action.image_bake import ActionModule as _BakeAction
-from ansible_collections.immutable.infra.plugins.module_utils._registry_auth import using
 
 
 class ActionModule(_BakeAction):
-
-    def run(self, tmp=None, task_vars=None):
-        # The controller-side catalog read (the no-op shortcut) uses the task's registry credentials and CA.
-        with using(self._task.args):
-            return super().run(tmp, task_vars)
+    pass

@@ -33,6 +33,7 @@ from ansible.utils.display import Display
 from ansible_collections.immutable.infra.plugins.module_utils import _evidence, _signing
 from ansible_collections.immutable.infra.plugins.module_utils._bake import plan, recipe_inputs, summary
 from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, state_dir
+from ansible_collections.immutable.infra.plugins.module_utils._registry_auth import using
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils._collection import (
     COLLECTION_ROOT,
@@ -128,7 +129,8 @@ class ActionModule(ActionBase):
         if "recipe" in args and self._runs_here():
             started = time.monotonic()
             try:
-                hit = catalog_hit(args)
+                with using(args):       # the controller-side catalog read uses the task's registry credentials and CA
+                    hit = catalog_hit(args)
             except ImmutableInfraError as exc:
                 return dict(result, failed=True, changed=False, **exc.result())
             if hit is not None:

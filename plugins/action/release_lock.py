@@ -15,7 +15,7 @@ from ansible_collections.immutable.infra.plugins.module_utils import _lease
 from ansible_collections.immutable.infra.plugins.module_utils._module import router_dir
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
 from ansible_collections.immutable.infra.plugins.module_utils._names import check_name
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import router_from
 from ansible_collections.immutable.infra.plugins.module_utils._traffic._routing import check_platform
 
 
@@ -43,7 +43,7 @@ class ActionModule(ActionBase):
             raise ImmutableInfraError("force breaks a lease: use it with state=absent, not state=%s" % p["state"])
         if p["platform"] and p["state"] == "present" and not p["force"]:
             # Before anything is made: a run on another platform than the app/stack's would not see its groups.
-            routes = Router(router_dir(p)).load_routes()
+            routes = router_from(p).load_routes()
             check_platform("%s/%s" % (p["app"], p["stack"]), routes["endpoints"].get("%s/%s" % (p["app"], p["stack"])),
                            p["platform"])
         store = _lease.FileLeaseStore(os.path.join(router_dir(p), "leases"))

@@ -26,6 +26,7 @@ import uuid
 from contextlib import contextmanager
 
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS
 
 DEFAULT_TTL = 60
 DEFAULT_ORPHAN_WAIT = 120
@@ -39,6 +40,7 @@ LOCK_ARGS = dict(
     force=dict(type="bool", default=False),
     reason=dict(type="str"),
     platform=dict(type="str"),
+    **ROUTER_BACKEND_ARGS
 )
 
 

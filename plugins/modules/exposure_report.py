@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - immutable.infra.registry
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.fleet_platforms
   - immutable.infra.attributes
 attributes:
@@ -199,10 +200,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._exposure import FORMATS, report
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
-from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, ROUTER_ARGS, router_dir, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, ROUTER_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._platforms import AVAILABLE
 from ansible_collections.immutable.infra.plugins.module_utils._prune import platforms_from
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS, router_from, router_secrets
 
 
 def main():
@@ -214,14 +215,15 @@ def main():
         platform_options=dict(type="dict", default={}),
         dest=dict(type="path"),
         formats=dict(type="list", elements="str", choices=list(FORMATS), default=list(FORMATS)),
-        **dict(REGISTRY_ARGS, **ROUTER_ARGS)
+        **dict(REGISTRY_ARGS, **dict(ROUTER_ARGS, **ROUTER_BACKEND_ARGS))
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
+    module.no_log_values.update(router_secrets(p))
 
     def run():
         return report(Lifecycle(p["registry"], p["validate_certs"]), platforms_from(p["platforms"], p["platform_options"]),
-                      Router(router_dir(p)), p["cves"], p["repositories"], p["dest"], p["formats"],
+                      router_from(p), p["cves"], p["repositories"], p["dest"], p["formats"],
                       check_mode=module.check_mode, want_diff=module._diff, apps=p["apps"])
 
     run_module(module, run)

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - immutable.infra.registry
   - immutable.infra.fleet_platforms
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.attributes
 attributes:
   check_mode:
@@ -128,11 +129,11 @@ platforms:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
-from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, ROUTER_ARGS, router_dir, run_module
+from ansible_collections.immutable.infra.plugins.module_utils._module import REGISTRY_ARGS, ROUTER_ARGS, run_module
 from ansible_collections.immutable.infra.plugins.module_utils._platforms import AVAILABLE
 from ansible_collections.immutable.infra.plugins.module_utils._prune import (
     DEFAULT_HISTORY_KEEP, DEFAULT_KEEP, DEFAULT_MIN_AGE, platforms_from, prune)
-from ansible_collections.immutable.infra.plugins.module_utils._traffic._haproxy import Router
+from ansible_collections.immutable.infra.plugins.module_utils._traffic import ROUTER_BACKEND_ARGS, router_from, router_secrets
 
 
 def main():
@@ -143,14 +144,15 @@ def main():
         history_keep=dict(type="int", default=DEFAULT_HISTORY_KEEP),
         platforms=dict(type="list", elements="str", choices=list(AVAILABLE)),
         platform_options=dict(type="dict", default={}),
-        **dict(REGISTRY_ARGS, **ROUTER_ARGS)
+        **dict(REGISTRY_ARGS, **dict(ROUTER_ARGS, **ROUTER_BACKEND_ARGS))
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
+    module.no_log_values.update(router_secrets(p))
 
     def run():
         platforms = platforms_from(p["platforms"], p["platform_options"])
-        return prune(Lifecycle(p["registry"], p["validate_certs"]), platforms, Router(router_dir(p)),
+        return prune(Lifecycle(p["registry"], p["validate_certs"]), platforms, router_from(p),
                      p["repositories"], p["keep"], p["min_age"], p["history_keep"], module.check_mode)
 
     run_module(module, run)

@@ -265,6 +265,7 @@ by:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils._aws import secrets_of
 from ansible_collections.immutable.infra.plugins.module_utils._catalog import Catalog
 from ansible_collections.immutable.infra.plugins.module_utils._image_test import DEFAULT_TIMEOUT, TEST_APP, run_image_test
 from ansible_collections.immutable.infra.plugins.module_utils._lifecycle import Lifecycle
@@ -296,6 +297,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(secrets_of(p["platform_options"]))
 
     def test():
         catalog = Catalog(p["registry"], p["validate_certs"])

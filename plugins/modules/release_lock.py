@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - immutable.infra.server_group
   - immutable.infra.router
+  - immutable.infra.router.BACKEND
   - immutable.infra.attributes
 attributes:
   check_mode:
