@@ -32,6 +32,7 @@ import tempfile
 from ansible_collections.immutable.infra.plugins.module_utils import _aws
 from ansible_collections.immutable.infra.plugins.module_utils import _catalog as catalog_mod
 from ansible_collections.immutable.infra.plugins.module_utils._runner import ImmutableInfraError, run
+from ansible_collections.immutable.infra.plugins.module_utils._vm_image import import_image
 
 FORMAT_AMI = "ami"
 COMMUNICATORS = ("ssh", "none")
@@ -168,12 +169,7 @@ def package(labels, amis, podman="podman"):
                 tar.addfile(info, f)
         all_labels = dict(labels, **{catalog_mod.LABEL_FORMAT: FORMAT_AMI})
         all_labels.update({catalog_mod.LABEL_AMI_PREFIX + r: a for r, a in amis.items()})
-        argv = [podman, "import", "-q"]
-        for k, v in sorted(all_labels.items()):
-            argv += ["--change", "LABEL %s=%s" % (k, json.dumps(str(v)))]
-        argv += ["--change", 'CMD ["/ami.json"]', tar_path]
-        _rc, out, _err = run(argv, timeout=300, what="podman import of the AMI version")
-        return out.strip().splitlines()[-1]
+        return import_image(tar_path, all_labels, "/ami.json", "podman import of the AMI version", podman, timeout=300)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -159,6 +159,17 @@ def check_disk(path, what=None):
     return info
 
 
+def import_image(tar_path, labels, cmd, what, podman="podman", timeout=1800):
+    """podman import of a tar of files as a local image with these labels and CMD [cmd]; its id.
+    Image versions that are not containers (a VM disk, an AMI's ids) travel in the registry this way."""
+    argv = [podman, "import", "-q"]
+    for k, v in sorted(labels.items()):
+        argv += ["--change", "LABEL %s=%s" % (k, json.dumps(str(v)))]
+    argv += ["--change", "CMD %s" % json.dumps([cmd]), tar_path]
+    _rc, out, _err = run(argv, timeout=timeout, what=what)
+    return out.strip().splitlines()[-1]
+
+
 def package(disk, kernel, initrd, labels, kernel_args=DEFAULT_KERNEL_ARGS, podman="podman"):
     """Package a qcow2 disk with its kernel and initrd as a local OCI image
     (FROM scratch, containerDisk layout) carrying labels plus format=vm and
@@ -190,12 +201,7 @@ def package(disk, kernel, initrd, labels, kernel_args=DEFAULT_KERNEL_ARGS, podma
         all_labels = dict(labels or {})
         all_labels[LABEL_FORMAT] = FORMAT_VM
         all_labels[LABEL_KERNEL_ARGS] = str(kernel_args).strip()
-        argv = [podman, "import", "-q"]
-        for k, v in sorted(all_labels.items()):
-            argv += ["--change", "LABEL %s=%s" % (k, json.dumps(str(v)))]
-        argv += ["--change", 'CMD ["/disk/disk.qcow2"]', tar_path]
-        _rc, out, _err = run(argv, timeout=1800, what="podman import of the VM image")
-        return out.strip().splitlines()[-1]
+        return import_image(tar_path, all_labels, "/disk/disk.qcow2", "podman import of the VM image", podman)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -60,7 +60,9 @@ def test_aws_validate_certs_is_never_the_registrys():
         platform_from({"platform": "aws", "platform_options": {"region": "us-east-1", "subnets": ["subnet-1"]}})
 
 
-def test_a_create_that_fails_half_way_removes_what_it_made(monkeypatch):
+@pytest.fixture
+def in_moto(monkeypatch):
+    """(boto3, ec2 client, an AMI id, an aws platform over one subnet of us-east-1a) inside moto's in-process mock."""
     pytest.importorskip("moto")
     import boto3
     from moto import mock_aws
@@ -73,49 +75,43 @@ def test_a_create_that_fails_half_way_removes_what_it_made(monkeypatch):
         ami = ec2.register_image(Name="shop", RootDeviceName="/dev/xvda")["ImageId"]
         p = platform_from({"platform": "aws", "platform_options": {
             "region": "us-east-1", "subnets": {"us-east-1a": subnet["SubnetId"]}}})
-        real = p.aws.call
-
-        def failing(service, operation, what=None, **kw):
-            if operation == "create_auto_scaling_group":
-                raise ImmutableInfraError("%s failed in us-east-1: LimitExceeded: too many groups" % what)
-            return real(service, operation, what=what, **kw)
-
-        monkeypatch.setattr(p.aws, "call", failing)
-        with pytest.raises(ImmutableInfraError) as exc:
-            p.create_instances([dict(SPEC, amis={"us-east-1": ami})])
-        assert exc.value.msg.startswith("cannot create server group shop-prod-v003: creating Auto Scaling group")
-        assert "LimitExceeded" in exc.value.msg and "removed what was made: launch template" in exc.value.msg
-        assert ec2.describe_launch_templates()["LaunchTemplates"] == []
-        assert boto3.client("autoscaling", region_name="us-east-1").describe_auto_scaling_groups()[
-            "AutoScalingGroups"] == []
+        yield boto3, ec2, ami, p
 
 
-def test_an_empty_group_and_a_left_launch_template_are_removed(monkeypatch):
-    pytest.importorskip("moto")
-    import boto3
-    from moto import mock_aws
+def test_a_create_that_fails_half_way_removes_what_it_made(monkeypatch, in_moto):
+    boto3, ec2, ami, p = in_moto
+    real = p.aws.call
+
+    def failing(service, operation, what=None, **kw):
+        if operation == "create_auto_scaling_group":
+            raise ImmutableInfraError("%s failed in us-east-1: LimitExceeded: too many groups" % what)
+        return real(service, operation, what=what, **kw)
+
+    monkeypatch.setattr(p.aws, "call", failing)
+    with pytest.raises(ImmutableInfraError) as exc:
+        p.create_instances([dict(SPEC, amis={"us-east-1": ami})])
+    assert exc.value.msg.startswith("cannot create server group shop-prod-v003: creating Auto Scaling group")
+    assert "LimitExceeded" in exc.value.msg and "removed what was made: launch template" in exc.value.msg
+    assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+    assert boto3.client("autoscaling", region_name="us-east-1").describe_auto_scaling_groups()[
+        "AutoScalingGroups"] == []
+
+
+def test_an_empty_group_and_a_left_launch_template_are_removed(in_moto):
     from ansible_collections.immutable.infra.plugins.module_utils._server_group import converge
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name="us-east-1")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]
-        ami = ec2.register_image(Name="shop", RootDeviceName="/dev/xvda")["ImageId"]
-        p = platform_from({"platform": "aws", "platform_options": {
-            "region": "us-east-1", "subnets": {"us-east-1a": subnet["SubnetId"]}}})
-        p.poll = 0.05
-        made = p.create_instances([dict(SPEC, amis={"us-east-1": ami})])
-        auto = boto3.client("autoscaling", region_name="us-east-1")
-        auto.terminate_instance_in_auto_scaling_group(InstanceId=made[0]["id"], ShouldDecrementDesiredCapacity=True)
-        params = {"app": "shop", "stack": "prod", "group": "shop-prod-v003", "image": None, "count": 1,
-                  "zones": ["us-east-1a"], "state": "absent"}
-        assert p.list_instances() == []
-        assert converge(p, None, params, check_mode=True)["changed"]
-        assert auto.describe_auto_scaling_groups()["AutoScalingGroups"]
-        assert converge(p, None, params)["changed"]
-        assert auto.describe_auto_scaling_groups()["AutoScalingGroups"] == []
-        assert ec2.describe_launch_templates()["LaunchTemplates"] == []
-        assert not converge(p, None, params)["changed"]
-        ec2.create_launch_template(LaunchTemplateName="shop-prod-v003", LaunchTemplateData={"ImageId": ami})
-        assert converge(p, None, params)["changed"] and ec2.describe_launch_templates()["LaunchTemplates"] == []
+    boto3, ec2, ami, p = in_moto
+    p.poll = 0.05
+    made = p.create_instances([dict(SPEC, amis={"us-east-1": ami})])
+    auto = boto3.client("autoscaling", region_name="us-east-1")
+    auto.terminate_instance_in_auto_scaling_group(InstanceId=made[0]["id"], ShouldDecrementDesiredCapacity=True)
+    params = {"app": "shop", "stack": "prod", "group": "shop-prod-v003", "image": None, "count": 1,
+              "zones": ["us-east-1a"], "state": "absent"}
+    assert p.list_instances() == []
+    assert converge(p, None, params, check_mode=True)["changed"]
+    assert auto.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert converge(p, None, params)["changed"]
+    assert auto.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+    assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+    assert not converge(p, None, params)["changed"]
+    ec2.create_launch_template(LaunchTemplateName="shop-prod-v003", LaunchTemplateData={"ImageId": ami})
+    assert converge(p, None, params)["changed"] and ec2.describe_launch_templates()["LaunchTemplates"] == []
