@@ -35,8 +35,8 @@ class Region:
         return {c["Names"][0]: c["Labels"]["infra.immutable.zone"] for c in json.loads(proc.stdout or "[]") or []}
 
     def traffic(self, ansible):
-        rc, res = ansible.task("immutable.infra.traffic_info", {"app": self.app, "stack": "prod",
-                                                                 "router_dir": self.router_dir})
+        args = {"app": self.app, "stack": "prod", "router_dir": self.router_dir}
+        rc, res = ansible.task("immutable.infra.traffic_info", args)
         assert rc == 0, res
         return res["endpoint"]
 
