@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -56,6 +57,9 @@ class Region:
                 left = []
             if left:
                 subprocess.run([self.podman, "rm", "-f", "-t", "0"] + left, capture_output=True, check=False)
+            with open(self.podman) as f:          # the region's short run root, outside the state dir
+                runroot = f.read().split("--runroot '", 1)[1].split("'", 1)[0]
+            shutil.rmtree(runroot, ignore_errors=True)
         ansible.task("immutable.infra.router", {"state": "stopped", "router_dir": self.router_dir})
 
 
