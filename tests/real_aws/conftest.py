@@ -16,6 +16,7 @@ integration = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(integration)
 
 workdir, env, ansible, registry = integration.workdir, integration.env, integration.ansible, integration.registry
+apps = integration.apps
 TOP = integration.TOP
 
 

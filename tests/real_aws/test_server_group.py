@@ -1,5 +1,5 @@
-"""Opt-in smoke test of the aws platform on REAL AWS: off by default (skipped), run only when
-IMMUTABLE_INFRA_AWS_SMOKE is set to a JSON object {"region", "subnets": {az: subnet-id}, "ami",
+"""Opt-in smoke test of the aws platform on REAL AWS (see conftest.py: IMMUTABLE_INFRA_REAL_AWS=1 and
+credentials), run when IMMUTABLE_INFRA_AWS_SMOKE is also set to a JSON object {"region", "subnets": {az: subnet-id}, "ami",
 "instance_type" (optional), "security_groups" (optional)} and credentials come from the usual
 AWS environment (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY). It makes one server
 group of one instance, waits for it to be InService and Healthy, checks what moto cannot (the
@@ -12,10 +12,10 @@ import os
 
 import pytest
 
-from conftest import push_test_image
+from conftest import integration
 
 SMOKE = os.environ.get("IMMUTABLE_INFRA_AWS_SMOKE")
-pytestmark = pytest.mark.skipif(not SMOKE, reason="real AWS smoke test: set IMMUTABLE_INFRA_AWS_SMOKE (see docstring)")
+pytestmark = pytest.mark.skipif(not SMOKE, reason="the server group smoke test needs IMMUTABLE_INFRA_AWS_SMOKE (see the docstring)")
 
 
 def test_a_server_group_on_real_aws(ansible, registry, apps):
@@ -23,7 +23,7 @@ def test_a_server_group_on_real_aws(ansible, registry, apps):
     conf = json.loads(SMOKE)
     region = conf["region"]
     app = apps("smoke")
-    push_test_image(registry, app, "1", labels={"infra.immutable.format": "ami", "infra.immutable.port": "80",
+    integration.push_test_image(registry, app, "1", labels={"infra.immutable.format": "ami", "infra.immutable.port": "80",
                                                 "infra.immutable.ami.%s" % region: conf["ami"]})
     opts = {"region": region, "subnets": conf["subnets"], "instance_type": conf.get("instance_type") or "t3.micro",
             "security_groups": conf.get("security_groups") or []}
