@@ -23,8 +23,8 @@ def test_a_server_group_on_real_aws(ansible, registry, apps):
     conf = json.loads(SMOKE)
     region = conf["region"]
     app = apps("smoke")
-    integration.push_test_image(registry, app, "1", labels={"infra.immutable.format": "ami", "infra.immutable.port": "80",
-                                                "infra.immutable.ami.%s" % region: conf["ami"]})
+    labels = {"infra.immutable.format": "ami", "infra.immutable.port": "80", "infra.immutable.ami.%s" % region: conf["ami"]}
+    integration.push_test_image(registry, app, "1", labels=labels)
     opts = {"region": region, "subnets": conf["subnets"], "instance_type": conf.get("instance_type") or "t3.micro",
             "security_groups": conf.get("security_groups") or []}
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
