@@ -29,10 +29,17 @@ def net(ansible, moto):
     name = _name("net")
     extra = {"aws_network_name": name, "aws_region": moto["region"], "aws_endpoint_url": moto["endpoint_url"],
              "aws_network_zones": {moto["region"] + "a": "10.20.1.0/24", moto["region"] + "b": "10.20.2.0/24"}}
-    run = Ansible(dict(ansible.env, **moto["env"]), ansible.workdir).playbook("playbooks/aws_network.yml", extra)
+    aws = Ansible(dict(ansible.env, **moto["env"]), ansible.workdir)
+    plan = aws.playbook("playbooks/aws_network.yml", extra, check=True, diff=True)     # nothing exists yet
+    assert plan.rc == 0 and "would create VPC %s" % name in plan.result("Report what would be created")["msg"]
+    vpcs = boto3_client(moto, "ec2").describe_vpcs(Filters=[{"Name": "tag:infra.immutable.network", "Values": [name]}])
+    assert vpcs["Vpcs"] == []
+    run = aws.playbook("playbooks/aws_network.yml", extra)
     assert run.rc == 0 and not run.failed, run.stderr[-3000:]
     facts = run.result("Set the options the release playbooks take")["ansible_facts"]
-    again = Ansible(dict(ansible.env, **moto["env"]), ansible.workdir).playbook("playbooks/aws_network.yml", extra)
+    again = aws.playbook("playbooks/aws_network.yml", extra)
+    checked = aws.playbook("playbooks/aws_network.yml", extra, check=True, diff=True)
+    assert checked.rc == 0 and checked.changed == 0, checked.stderr[-3000:]
     return {"name": name, "platform_options": facts["aws_network_platform_options"],
             "router_options": facts["aws_network_router_options"], "rerun_changed": again.changed}
 
