@@ -106,6 +106,12 @@ def test_a_failing_second_region_rolls_back_only_the_first(ansible, registry, mo
         for region in REGIONS:
             assert sorted(seen[region].groups(app)) == [g1] and seen[region].weights(port) == {g1: 100}, region
 
+        # v1 again, in check mode: nothing to do and nothing changed in either region.
+        plan = run_env.playbook(WAVES, release_vars(registry, app, v1, port, **common), check=True, diff=True)
+        assert plan.rc == 0 and plan.changed == 0, failures(plan)
+        for region in REGIONS:
+            assert sorted(seen[region].groups(app)) == [g1] and seen[region].weights(port) == {g1: 100}, region
+
         run = run_env.playbook(WAVES, release_vars(registry, app, v2, port, **common))
         assert run.rc != 0
         msg = run.result("Fail with the reason")["msg"]
